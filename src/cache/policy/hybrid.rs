@@ -1,0 +1,218 @@
+//! The default policy: W-TinyLFU (Einziger, Friedman & Manes, "TinyLFU: A Highly Efficient Cache
+//! Admission Policy", ACM ToS 2017), the design Caffeine popularised.
+//!
+//! - A small **window** LRU (1% of capacity) takes every new entry, so bursts of new keys get a chance.
+//! - The **main** space is a segmented LRU: *probation* (20%) for entries admitted from the window,
+//!   *protected* (80%) for entries read again while on probation.
+//! - When the window overflows, its oldest entry (the *candidate*) must win a place in main: it is
+//!   compared with main's next victim by estimated popularity from a [`FrequencySketch`], and the less
+//!   popular of the two is evicted. One-hit wonders therefore never displace the working set (scan
+//!   resistance), while recency still governs inside each segment.
+//!
+//! Expiry is shared with every policy (the shard's timer wheel). Weights count in every segment.
+
+use super::sketch::FrequencySketch;
+use crate::cache::list::List;
+use crate::cache::slab::{Lane, Slab};
+
+const WINDOW: u8 = 0;
+const PROBATION: u8 = 1;
+const PROTECTED: u8 = 2;
+
+#[derive(Debug, Default)]
+struct Segment {
+    queue: List,
+    weight: u64,
+}
+
+impl Segment {
+    fn push<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, tag: u8) {
+        let e = slab.entry_mut(idx);
+        e.queue = tag;
+        self.weight += u64::from(e.weight);
+        self.queue.push_back(slab, Lane::Policy, idx);
+    }
+
+    fn pull<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        self.weight -= u64::from(slab.entry(idx).weight);
+        self.queue.unlink(slab, Lane::Policy, idx);
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Hybrid {
+    window: Segment,
+    probation: Segment,
+    protected: Segment,
+    window_max: u64,
+    main_max: u64,
+    protected_max: u64,
+    sketch: FrequencySketch,
+    entries: usize,
+}
+
+impl Hybrid {
+    pub(crate) fn new(capacity: u64) -> Self {
+        let window_max = (capacity / 100).max(1).min(capacity);
+        let main_max = capacity - window_max;
+        Hybrid {
+            window: Segment::default(),
+            probation: Segment::default(),
+            protected: Segment::default(),
+            window_max,
+            main_max,
+            protected_max: main_max / 5 * 4,
+            sketch: FrequencySketch::new(),
+            entries: 0,
+        }
+    }
+
+    fn segment(&mut self, tag: u8) -> &mut Segment {
+        match tag {
+            WINDOW => &mut self.window,
+            PROBATION => &mut self.probation,
+            _ => &mut self.protected,
+        }
+    }
+
+    pub(crate) fn admit<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        self.entries += 1;
+        self.sketch.ensure_capacity(self.entries);
+        self.sketch.increment(slab.entry(idx).hash);
+        self.window.push(slab, idx, WINDOW);
+        // Spill the window into main while main has room: no contest needed.
+        while self.window.weight > self.window_max {
+            let Some(head) = self.window.queue.head() else { break };
+            if self.main_weight() + u64::from(slab.entry(head).weight) > self.main_max {
+                break;
+            }
+            self.window.pull(slab, head);
+            self.probation.push(slab, head, PROBATION);
+        }
+    }
+
+    pub(crate) fn touch<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        self.sketch.increment(slab.entry(idx).hash);
+        match slab.entry(idx).queue {
+            WINDOW => self.window.queue.move_to_back(slab, Lane::Policy, idx),
+            PROBATION => {
+                self.probation.pull(slab, idx);
+                self.protected.push(slab, idx, PROTECTED);
+                while self.protected.weight > self.protected_max {
+                    let Some(head) = self.protected.queue.head() else { break };
+                    self.protected.pull(slab, head);
+                    self.probation.push(slab, head, PROBATION);
+                }
+            }
+            _ => self.protected.queue.move_to_back(slab, Lane::Policy, idx),
+        }
+    }
+
+    /// The entry's weight changed from `old_weight` to its current weight.
+    pub(crate) fn reweigh<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, old_weight: u32) {
+        let e = slab.entry(idx);
+        let (tag, new) = (e.queue, u64::from(e.weight));
+        let seg = self.segment(tag);
+        seg.weight = seg.weight - u64::from(old_weight) + new;
+    }
+
+    pub(crate) fn unlink<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        self.entries -= 1;
+        let tag = slab.entry(idx).queue;
+        self.segment(tag).pull(slab, idx);
+    }
+
+    fn main_weight(&self) -> u64 {
+        self.probation.weight + self.protected.weight
+    }
+
+    fn main_victim(&self) -> Option<u32> {
+        self.probation.queue.head().or_else(|| self.protected.queue.head())
+    }
+
+    /// The next entry to evict; the caller removes it and calls again while still over capacity.
+    pub(crate) fn victim<K, V>(&mut self, slab: &mut Slab<K, V>) -> Option<u32> {
+        loop {
+            let window_over = self.window.weight > self.window_max;
+            if !window_over || self.window.queue.is_empty() {
+                return self.main_victim().or_else(|| self.window.queue.head());
+            }
+            let candidate = self.window.queue.head()?;
+            let weight = u64::from(slab.entry(candidate).weight);
+            if weight > self.main_max {
+                // It could never fit in main: no point evicting anything for it.
+                return Some(candidate);
+            }
+            let Some(victim) = self.main_victim() else {
+                self.window.pull(slab, candidate);
+                self.probation.push(slab, candidate, PROBATION);
+                continue;
+            };
+            if self.main_weight() + weight <= self.main_max {
+                self.window.pull(slab, candidate);
+                self.probation.push(slab, candidate, PROBATION);
+                continue;
+            }
+            let (c, v) = (slab.entry(candidate).hash, slab.entry(victim).hash);
+            return Some(if self.sketch.frequency(c) > self.sketch.frequency(v) { victim } else { candidate });
+        }
+    }
+
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn validate<K, V>(&self, slab: &Slab<K, V>) -> usize {
+        let mut n = 0;
+        for (tag, seg) in [(WINDOW, &self.window), (PROBATION, &self.probation), (PROTECTED, &self.protected)] {
+            let mut w = 0;
+            for idx in seg.queue.iter(slab, Lane::Policy) {
+                let e = slab.entry(idx);
+                assert_eq!(e.queue, tag, "entry in the wrong segment");
+                w += u64::from(e.weight);
+                n += 1;
+            }
+            assert_eq!(w, seg.weight, "segment {tag} weight");
+        }
+        assert_eq!(n, self.entries);
+        n
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::cache::entry::Entry;
+    use crate::clock::NEVER;
+
+    /// Inserts keys into a tiny model of the shard loop: admit, then evict while over capacity.
+    fn run(h: &mut Hybrid, slab: &mut Slab<u64, ()>, cap: u64, keys: &[u64], resident: &mut Vec<(u64, u32)>) {
+        for &k in keys {
+            if let Some(&(_, idx)) = resident.iter().find(|(rk, _)| *rk == k) {
+                h.touch(slab, idx);
+                continue;
+            }
+            let idx = slab.insert(Entry::new(k, (), k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1, NEVER, 0));
+            h.admit(slab, idx);
+            resident.push((k, idx));
+            while resident.len() as u64 > cap {
+                let v = h.victim(slab).expect("victim");
+                h.unlink(slab, v);
+                slab.remove(v);
+                resident.retain(|&(_, i)| i != v);
+            }
+            h.validate(slab);
+        }
+    }
+
+    #[test]
+    fn a_scan_does_not_flush_the_hot_set() {
+        let (cap, mut slab, mut resident) = (100, Slab::new(), Vec::new());
+        let mut h = Hybrid::new(cap);
+        let hot: Vec<u64> = (0..50).collect();
+        for _ in 0..5 {
+            run(&mut h, &mut slab, cap, &hot, &mut resident);
+        }
+        let scan: Vec<u64> = (1_000..3_000).collect();
+        run(&mut h, &mut slab, cap, &scan, &mut resident);
+        let kept = hot.iter().filter(|k| resident.iter().any(|(rk, _)| rk == *k)).count();
+        assert!(kept >= 45, "hot keys survive a scan, kept {kept}");
+    }
+}

@@ -1,0 +1,130 @@
+//! Least frequently used, ties broken by recency, with ageing.
+//!
+//! Each entry counts its own accesses (0 to [`MAX_FREQ`]) and sits in the queue of its count, least
+//! recent at the front. The victim is the front of the lowest non-empty queue: O(1) with a bitmap. New
+//! entries start at 1, so an entry must earn its place by being read again. Every `10 × entries` accesses
+//! all counts are halved (queues merge pairwise, keeping recency within each), so a key that was hot
+//! long ago loses its standing; halving costs O(entries) once per 10 × entries accesses: O(1) amortised.
+
+use crate::cache::list::List;
+use crate::cache::slab::{Lane, Slab};
+
+pub(crate) const MAX_FREQ: u8 = 31;
+const QUEUES: usize = MAX_FREQ as usize + 1;
+
+#[derive(Debug)]
+pub(crate) struct Lfu {
+    queues: [List; QUEUES],
+    /// Bit `f` set when queue `f` is not empty.
+    occupied: u32,
+    accesses: u64,
+    entries: u64,
+}
+
+impl Default for Lfu {
+    fn default() -> Self {
+        Lfu { queues: [List::default(); QUEUES], occupied: 0, accesses: 0, entries: 0 }
+    }
+}
+
+impl Lfu {
+    fn push<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, freq: u8) {
+        slab.entry_mut(idx).freq = freq;
+        self.queues[freq as usize].push_back(slab, Lane::Policy, idx);
+        self.occupied |= 1 << freq;
+    }
+
+    fn pull<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) -> u8 {
+        let f = slab.entry(idx).freq;
+        self.queues[f as usize].unlink(slab, Lane::Policy, idx);
+        if self.queues[f as usize].is_empty() {
+            self.occupied &= !(1 << f);
+        }
+        f
+    }
+
+    pub(crate) fn admit<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        self.entries += 1;
+        self.push(slab, idx, 1);
+    }
+
+    pub(crate) fn touch<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        let f = self.pull(slab, idx);
+        self.push(slab, idx, (f + 1).min(MAX_FREQ));
+        self.accesses += 1;
+        if self.accesses >= 10 * self.entries.max(16) {
+            self.age(slab);
+        }
+    }
+
+    pub(crate) fn unlink<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        self.entries -= 1;
+        self.pull(slab, idx);
+    }
+
+    pub(crate) fn victim(&self) -> Option<u32> {
+        if self.occupied == 0 {
+            return None;
+        }
+        self.queues[self.occupied.trailing_zeros() as usize].head()
+    }
+
+    /// Halves every count. Ascending order: queue `f / 2` has already been emptied when `f` moves into it.
+    fn age<K, V>(&mut self, slab: &mut Slab<K, V>) {
+        self.accesses = 0;
+        for f in 1..QUEUES {
+            while let Some(idx) = self.queues[f].pop_front(slab, Lane::Policy) {
+                self.push(slab, idx, (f / 2) as u8);
+            }
+            self.occupied &= !(1 << f);
+        }
+    }
+
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn validate<K, V>(&self, slab: &Slab<K, V>) -> usize {
+        let mut n = 0;
+        for (f, q) in self.queues.iter().enumerate() {
+            assert_eq!(q.is_empty(), self.occupied & (1 << f) == 0, "LFU occupancy bit {f}");
+            for idx in q.iter(slab, Lane::Policy) {
+                assert_eq!(slab.entry(idx).freq as usize, f, "entry in the wrong LFU queue");
+                n += 1;
+            }
+        }
+        assert_eq!(n as u64, self.entries);
+        n
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::cache::entry::Entry;
+    use crate::clock::NEVER;
+
+    #[test]
+    fn evicts_least_frequent_then_least_recent_and_ages() {
+        let mut slab = Slab::new();
+        let mut lfu = Lfu::default();
+        let ids: Vec<u32> = (0..3u32).map(|k| slab.insert(Entry::new(k, (), 0, 1, NEVER, 0))).collect();
+        for &i in &ids {
+            lfu.admit(&mut slab, i);
+        }
+        lfu.touch(&mut slab, ids[0]);
+        lfu.touch(&mut slab, ids[0]);
+        lfu.touch(&mut slab, ids[2]);
+        assert_eq!(lfu.victim(), Some(ids[1]), "only once-used entry");
+        lfu.touch(&mut slab, ids[1]);
+        assert_eq!(lfu.victim(), Some(ids[2]), "tie at 2: least recent");
+        lfu.validate(&slab);
+        // Make key 0 very hot, then age repeatedly through accesses to key 1.
+        for _ in 0..30 {
+            lfu.touch(&mut slab, ids[0]);
+        }
+        assert_eq!(slab.entry(ids[0]).freq, MAX_FREQ);
+        for _ in 0..400 {
+            lfu.touch(&mut slab, ids[1]);
+        }
+        assert!(slab.entry(ids[0]).freq < 8, "old popularity must fade");
+        lfu.validate(&slab);
+    }
+}

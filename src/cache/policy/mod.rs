@@ -1,0 +1,119 @@
+//! Eviction policies. Each is a plain single-threaded structure over the shard's slab; this module is the
+//! one place that dispatches between them.
+
+mod hybrid;
+mod lfu;
+mod lru;
+mod sketch;
+mod ttl;
+
+use super::expiry::TimerWheel;
+use super::slab::Slab;
+
+/// Which entries leave first when the cache is full.
+///
+/// Expired entries always leave before any live entry, whatever the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
+pub enum Policy {
+    /// Least recently used goes first (exact order within a shard).
+    Lru,
+    /// Least frequently used goes first, ties by recency; counts are halved as they age.
+    Lfu,
+    /// The entry closest to its expiry goes first; entries without a deadline follow in LRU order.
+    Ttl,
+    /// W-TinyLFU: a small LRU window in front of a segmented LRU guarded by a frequency sketch.
+    /// Resists scans and adapts to recency- and frequency-heavy loads. The default.
+    #[default]
+    Hybrid,
+}
+
+impl Policy {
+    /// The policy's short name, as used in metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Lru => "lru",
+            Policy::Lfu => "lfu",
+            Policy::Ttl => "ttl",
+            Policy::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// The state of one shard's policy.
+#[derive(Debug)]
+pub(crate) enum PolicyState {
+    Lru(lru::Lru),
+    Lfu(lfu::Lfu),
+    Ttl(ttl::Ttl),
+    Hybrid(hybrid::Hybrid),
+}
+
+impl PolicyState {
+    pub(crate) fn new(policy: Policy, capacity: u64) -> Self {
+        match policy {
+            Policy::Lru => PolicyState::Lru(lru::Lru::default()),
+            Policy::Lfu => PolicyState::Lfu(lfu::Lfu::default()),
+            Policy::Ttl => PolicyState::Ttl(ttl::Ttl::default()),
+            Policy::Hybrid => PolicyState::Hybrid(hybrid::Hybrid::new(capacity)),
+        }
+    }
+
+    /// A new entry `idx` joined the shard.
+    pub(crate) fn admit<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        match self {
+            PolicyState::Lru(p) => p.admit(slab, idx),
+            PolicyState::Lfu(p) => p.admit(slab, idx),
+            PolicyState::Ttl(p) => p.lru.admit(slab, idx),
+            PolicyState::Hybrid(p) => p.admit(slab, idx),
+        }
+    }
+
+    /// Entry `idx` was read (or overwritten).
+    pub(crate) fn touch<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        match self {
+            PolicyState::Lru(p) => p.touch(slab, idx),
+            PolicyState::Lfu(p) => p.touch(slab, idx),
+            PolicyState::Ttl(p) => p.lru.touch(slab, idx),
+            PolicyState::Hybrid(p) => p.touch(slab, idx),
+        }
+    }
+
+    /// Entry `idx` now weighs differently than `old_weight`.
+    pub(crate) fn reweigh<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, old_weight: u32) {
+        if let PolicyState::Hybrid(p) = self {
+            p.reweigh(slab, idx, old_weight);
+        }
+    }
+
+    /// Entry `idx` is leaving the shard (for any cause).
+    pub(crate) fn unlink<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        match self {
+            PolicyState::Lru(p) => p.unlink(slab, idx),
+            PolicyState::Lfu(p) => p.unlink(slab, idx),
+            PolicyState::Ttl(p) => p.lru.unlink(slab, idx),
+            PolicyState::Hybrid(p) => p.unlink(slab, idx),
+        }
+    }
+
+    /// The entry to evict next for capacity.
+    pub(crate) fn victim<K, V>(&mut self, slab: &mut Slab<K, V>, wheel: &TimerWheel) -> Option<u32> {
+        match self {
+            PolicyState::Lru(p) => p.victim(),
+            PolicyState::Lfu(p) => p.victim(),
+            PolicyState::Ttl(p) => p.victim(wheel),
+            PolicyState::Hybrid(p) => p.victim(slab),
+        }
+    }
+
+    /// Checks the policy's structures against the slab; returns how many entries it tracks.
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn validate<K, V>(&self, slab: &Slab<K, V>) -> usize {
+        match self {
+            PolicyState::Lru(p) => p.validate(slab),
+            PolicyState::Lfu(p) => p.validate(slab),
+            PolicyState::Ttl(p) => p.lru.validate(slab),
+            PolicyState::Hybrid(p) => p.validate(slab),
+        }
+    }
+}

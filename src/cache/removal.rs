@@ -1,0 +1,58 @@
+//! Why an entry left the cache, and the record of one departure.
+
+/// Why an entry left the cache; given to the eviction listener and counted in [`CacheStats`](crate::CacheStats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RemovalCause {
+    /// Evicted by the policy to make room, or refused because it alone outweighs the capacity.
+    Capacity,
+    /// Its time-to-live or time-to-idle ran out.
+    Expired,
+    /// Dropped by `invalidate`, `invalidate_if` or `invalidate_all`.
+    Invalidated,
+    /// Overwritten by an `insert` of the same key (the listener gets the *old* value).
+    Replaced,
+    /// Taken out by [`Cache::remove`](crate::Cache::remove).
+    Removed,
+}
+
+impl RemovalCause {
+    /// Every cause, in a fixed order (the index used by the statistics).
+    pub const ALL: [RemovalCause; 5] = [
+        RemovalCause::Capacity,
+        RemovalCause::Expired,
+        RemovalCause::Invalidated,
+        RemovalCause::Replaced,
+        RemovalCause::Removed,
+    ];
+
+    /// The cause's short name, as used in metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            RemovalCause::Capacity => "capacity",
+            RemovalCause::Expired => "expired",
+            RemovalCause::Invalidated => "invalidated",
+            RemovalCause::Replaced => "replaced",
+            RemovalCause::Removed => "removed",
+        }
+    }
+
+    /// True for the causes the cache decided on its own (capacity and expiry).
+    pub fn was_evicted(self) -> bool {
+        matches!(self, RemovalCause::Capacity | RemovalCause::Expired)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// An entry that left a shard, handed out after the shard's lock is released.
+#[derive(Debug)]
+pub(crate) struct Removal<K, V> {
+    pub(crate) key: K,
+    pub(crate) value: V,
+    pub(crate) cause: RemovalCause,
+}
+
+/// Departures collected under a lock; four fit inline, so a typical insert allocates nothing for them.
+pub(crate) type Removals<K, V> = smallvec::SmallVec<[Removal<K, V>; 4]>;

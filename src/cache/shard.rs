@@ -1,0 +1,248 @@
+//! One shard: a plain single-threaded map from keys to slab slots, with its policy and timer wheel.
+//!
+//! The shard knows nothing of threads; `cache/mod.rs` wraps each in a lock. That keeps every structural
+//! invariant here checkable single-threaded by [`Shard::validate`], after every step of the property
+//! tests.
+//!
+//! Nothing the shard removes is dropped here: departing keys and values go to a [`Removals`] list the
+//! caller drains after releasing the lock, so neither a value's `Drop` nor the eviction listener ever
+//! runs under it.
+
+use std::borrow::Borrow;
+
+use hashbrown::HashTable;
+
+use super::entry::Entry;
+use super::expiry::TimerWheel;
+use super::policy::{Policy, PolicyState};
+use super::removal::{Removal, RemovalCause, Removals};
+use super::slab::Slab;
+use crate::clock::NEVER;
+
+/// What [`Shard::insert`] did.
+#[derive(Debug)]
+pub(crate) enum Inserted<K, V> {
+    /// A new entry.
+    New,
+    /// The key was present; its old value is in the removals, cause `Replaced`.
+    Updated,
+    /// The entry outweighs the shard on its own and was refused; handed back.
+    Rejected(K, V),
+}
+
+#[derive(Debug)]
+pub(crate) struct Shard<K, V> {
+    map: HashTable<u32>,
+    slab: Slab<K, V>,
+    policy: PolicyState,
+    wheel: TimerWheel,
+    capacity: u64,
+    weight: u64,
+    tti: Option<u64>,
+    /// Reused between calls: indices the timer wheel found expired.
+    expired: Vec<u32>,
+}
+
+impl<K: Eq, V> Shard<K, V> {
+    pub(crate) fn new(policy: Policy, capacity: u64, tti: Option<u64>) -> Self {
+        Shard {
+            map: HashTable::new(),
+            slab: Slab::new(),
+            policy: PolicyState::new(policy, capacity),
+            wheel: TimerWheel::new(0),
+            capacity,
+            weight: 0,
+            tti,
+            expired: Vec::new(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Whether some entry has a deadline, so that writes must consult the clock.
+    pub(crate) fn has_timers(&self) -> bool {
+        !self.wheel.is_empty()
+    }
+
+    pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<u32>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.map.find(hash, |&i| self.slab.entry(i).key.borrow() == key).copied()
+    }
+
+    pub(crate) fn entry(&self, idx: u32) -> &Entry<K, V> {
+        self.slab.entry(idx)
+    }
+
+    pub(crate) fn generation(&self, idx: u32) -> u32 {
+        self.slab.generation(idx)
+    }
+
+    /// Whether `entry` is past its deadline at `now`.
+    pub(crate) fn is_expired(&self, entry: &Entry<K, V>, now: u64) -> bool {
+        entry.is_expired(self.tti, now)
+    }
+
+    /// Whether reads of `entry` must consult the clock.
+    pub(crate) fn may_expire(&self, entry: &Entry<K, V>) -> bool {
+        self.tti.is_some() || entry.expires_at != NEVER
+    }
+
+    /// Applies a read recorded earlier, if slot `idx` still holds the entry that was read.
+    pub(crate) fn record_read(&mut self, idx: u32, generation: u32) {
+        if self.slab.get_current(idx, generation).is_some() {
+            self.policy.touch(&mut self.slab, idx);
+        }
+    }
+
+    /// Stores `new` (built by [`Entry::new`]), replacing the entry with an equal key.
+    ///
+    /// `now` is `Some` whenever any entry may have a deadline; the caller has already reclaimed what
+    /// expired by then ([`Shard::expire`]), so capacity evictions only ever take live entries.
+    pub(crate) fn insert(&mut self, new: Entry<K, V>, now: Option<u64>, out: &mut Removals<K, V>) -> Inserted<K, V> {
+        let existing = self.find(new.hash, &new.key);
+        if u64::from(new.weight) > self.capacity {
+            if let Some(idx) = existing {
+                // The caller meant to replace it: do not keep serving the old value.
+                out.push(self.remove_at(idx, RemovalCause::Replaced));
+            }
+            return Inserted::Rejected(new.key, new.value);
+        }
+        let outcome = match existing {
+            Some(idx) => {
+                let e = self.slab.entry_mut(idx);
+                let old_weight = std::mem::replace(&mut e.weight, new.weight);
+                let old_value = std::mem::replace(&mut e.value, new.value);
+                e.expires_at = new.expires_at;
+                e.accessed_at.store(now.unwrap_or(0), crate::sync::Ordering::Relaxed);
+                self.weight = self.weight - u64::from(old_weight) + u64::from(new.weight);
+                self.policy.reweigh(&mut self.slab, idx, old_weight);
+                self.policy.touch(&mut self.slab, idx);
+                self.file_timer(idx);
+                out.push(Removal { key: new.key, value: old_value, cause: RemovalCause::Replaced });
+                Inserted::Updated
+            }
+            None => {
+                let (hash, weight) = (new.hash, new.weight);
+                let idx = self.slab.insert(new);
+                let slab = &self.slab;
+                self.map.insert_unique(hash, idx, |&i| slab.entry(i).hash);
+                self.weight += u64::from(weight);
+                self.policy.admit(&mut self.slab, idx);
+                self.file_timer(idx);
+                Inserted::New
+            }
+        };
+        self.evict_to_fit(out);
+        outcome
+    }
+
+    fn file_timer(&mut self, idx: u32) {
+        let deadline = self.slab.entry(idx).deadline(self.tti);
+        if deadline == NEVER {
+            self.wheel.unschedule(&mut self.slab, idx);
+        } else {
+            self.wheel.reschedule(&mut self.slab, idx, deadline);
+        }
+    }
+
+    fn evict_to_fit(&mut self, out: &mut Removals<K, V>) {
+        while self.weight > self.capacity {
+            let Some(victim) = self.policy.victim(&mut self.slab, &self.wheel) else { break };
+            out.push(self.remove_at(victim, RemovalCause::Capacity));
+        }
+    }
+
+    fn remove_at(&mut self, idx: u32, cause: RemovalCause) -> Removal<K, V> {
+        let hash = self.slab.entry(idx).hash;
+        if let Ok(found) = self.map.find_entry(hash, |&i| i == idx) {
+            found.remove();
+        }
+        self.policy.unlink(&mut self.slab, idx);
+        self.wheel.unschedule(&mut self.slab, idx);
+        let e = self.slab.remove(idx);
+        self.weight -= u64::from(e.weight);
+        Removal { key: e.key, value: e.value, cause }
+    }
+
+    /// Removes `key` if present.
+    pub(crate) fn remove<Q>(&mut self, hash: u64, key: &Q, cause: RemovalCause) -> Option<Removal<K, V>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let idx = self.find(hash, key)?;
+        Some(self.remove_at(idx, cause))
+    }
+
+    /// Reclaims every entry whose deadline is `<= now`.
+    pub(crate) fn expire(&mut self, now: u64, out: &mut Removals<K, V>) {
+        let mut expired = std::mem::take(&mut self.expired);
+        self.wheel.advance(&mut self.slab, now, self.tti, &mut expired);
+        for idx in expired.drain(..) {
+            out.push(self.remove_at(idx, RemovalCause::Expired));
+        }
+        self.expired = expired;
+    }
+
+    /// Removes every entry for which `pred` holds, with `cause`.
+    pub(crate) fn remove_if(
+        &mut self,
+        mut pred: impl FnMut(&K, &V) -> bool,
+        cause: RemovalCause,
+        out: &mut Vec<Removal<K, V>>,
+    ) {
+        let doomed: Vec<u32> = self.slab.iter().filter(|(_, e)| pred(&e.key, &e.value)).map(|(i, _)| i).collect();
+        out.reserve(doomed.len());
+        for idx in doomed {
+            out.push(self.remove_at(idx, cause));
+        }
+    }
+
+    /// Clones of the live entries (for iteration).
+    pub(crate) fn snapshot(&self, now: Option<u64>) -> Vec<(K, V)>
+    where
+        K: Clone,
+        V: Clone,
+    {
+        self.slab
+            .iter()
+            .filter(|(_, e)| now.is_none_or(|now| !e.is_expired(self.tti, now)))
+            .map(|(_, e)| (e.key.clone(), e.value.clone()))
+            .collect()
+    }
+
+    /// Checks every structural invariant; panics with a description on the first that fails.
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn validate(&self) {
+        assert_eq!(self.map.len(), self.slab.len(), "map and slab disagree on the count");
+        let mut weight = 0;
+        for (idx, e) in self.slab.iter() {
+            assert_eq!(self.map.find(e.hash, |&i| i == idx), Some(&idx), "entry missing from the map");
+            weight += u64::from(e.weight);
+        }
+        assert_eq!(weight, self.weight, "weights do not add up");
+        assert!(self.weight <= self.capacity, "weight {} over capacity {}", self.weight, self.capacity);
+        assert_eq!(self.policy.validate(&self.slab), self.slab.len(), "policy tracks a different count");
+        self.wheel.validate(&self.slab);
+        assert_eq!(self.slab.free_count() + self.slab.len(), self.slab_slots(), "slots leaked");
+    }
+
+    #[cfg(any(test, fuzzing))]
+    fn slab_slots(&self) -> usize {
+        self.slab.slots_allocated()
+    }
+}

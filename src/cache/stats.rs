@@ -1,0 +1,187 @@
+//! Lock-free statistics: counters striped by thread, summed on demand.
+//!
+//! Each thread is given one of the cache's stripes (cache-line padded) the first time it touches any
+//! cache, so threads on different cores increment different lines; `stats()` adds the stripes up. A
+//! snapshot taken while other threads work is consistent enough: each counter is exact at some instant
+//! during the sum, not all at the same one.
+//!
+//! These counters only report, so they are plain `std` atomics even under loom (see `sync.rs`).
+//! Relaxed ordering throughout: no counter orders any other memory.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use super::removal::RemovalCause;
+
+/// A snapshot of a cache's counters and gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups that found a live entry.
+    pub hits: u64,
+    /// Lookups that found nothing (or only an expired entry).
+    pub misses: u64,
+    /// Entries stored under a key that was absent.
+    pub inserts: u64,
+    /// Entries stored over a present key.
+    pub updates: u64,
+    /// Inserts refused because the entry alone outweighs its shard's capacity.
+    pub rejections: u64,
+    /// Loader calls of `get_with` / `try_get_with` that produced a value.
+    pub loads_ok: u64,
+    /// Loader calls that failed or panicked.
+    pub loads_failed: u64,
+    /// Departures by cause, indexed as [`RemovalCause::ALL`]; see [`CacheStats::removed`].
+    pub removed_by_cause: [u64; 5],
+    /// Entries held now (may include expired entries not yet reclaimed).
+    pub entries: u64,
+    /// Sum of the weights of the entries held now.
+    pub weighted_size: u64,
+    /// The cache's maximum weighted size.
+    pub capacity: u64,
+}
+
+impl CacheStats {
+    /// Departures with `cause`.
+    pub fn removed(&self, cause: RemovalCause) -> u64 {
+        self.removed_by_cause[cause.index()]
+    }
+
+    /// Entries the cache evicted on its own (capacity and expiry).
+    pub fn evictions(&self) -> u64 {
+        self.removed(RemovalCause::Capacity) + self.removed(RemovalCause::Expired)
+    }
+
+    /// Entries taken out by the caller (`remove` and the `invalidate` family).
+    pub fn removals(&self) -> u64 {
+        self.removed(RemovalCause::Removed) + self.removed(RemovalCause::Invalidated)
+    }
+
+    /// `hits / (hits + misses)`, or 0 before any lookup.
+    pub fn hit_rate(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 { 0.0 } else { self.hits as f64 / lookups as f64 }
+    }
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserts: AtomicU64,
+    updates: AtomicU64,
+    rejections: AtomicU64,
+    loads_ok: AtomicU64,
+    loads_failed: AtomicU64,
+    removed: [AtomicU64; 5],
+}
+
+/// The counters of one cache.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    stripes: Box<[Stripe]>,
+}
+
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn thread_index() -> usize {
+    THREAD_INDEX.with(|c| {
+        let i = c.get();
+        if i != usize::MAX {
+            return i;
+        }
+        let i = NEXT_THREAD.fetch_add(1, Relaxed);
+        c.set(i);
+        i
+    })
+}
+
+/// Which counter to bump.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    Hit,
+    Miss,
+    Insert,
+    Update,
+    Rejection,
+    LoadOk,
+    LoadFailed,
+}
+
+impl Counters {
+    pub(crate) fn new(stripes: usize) -> Self {
+        let n = stripes.next_power_of_two().max(1);
+        Counters { stripes: (0..n).map(|_| Stripe::default()).collect() }
+    }
+
+    fn stripe(&self) -> &Stripe {
+        &self.stripes[thread_index() & (self.stripes.len() - 1)]
+    }
+
+    pub(crate) fn add(&self, counter: Counter, n: u64) {
+        let s = self.stripe();
+        let c = match counter {
+            Counter::Hit => &s.hits,
+            Counter::Miss => &s.misses,
+            Counter::Insert => &s.inserts,
+            Counter::Update => &s.updates,
+            Counter::Rejection => &s.rejections,
+            Counter::LoadOk => &s.loads_ok,
+            Counter::LoadFailed => &s.loads_failed,
+        };
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn removed(&self, cause: RemovalCause, n: u64) {
+        self.stripe().removed[cause.index()].fetch_add(n, Relaxed);
+    }
+
+    /// Sums the stripes into `stats` (gauges are the caller's).
+    pub(crate) fn sum_into(&self, stats: &mut CacheStats) {
+        for s in self.stripes.iter() {
+            stats.hits += s.hits.load(Relaxed);
+            stats.misses += s.misses.load(Relaxed);
+            stats.inserts += s.inserts.load(Relaxed);
+            stats.updates += s.updates.load(Relaxed);
+            stats.rejections += s.rejections.load(Relaxed);
+            stats.loads_ok += s.loads_ok.load(Relaxed);
+            stats.loads_failed += s.loads_failed.load(Relaxed);
+            for (total, c) in stats.removed_by_cause.iter_mut().zip(&s.removed) {
+                *total += c.load(Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_sum_across_threads() {
+        let c = Counters::new(4);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        c.add(Counter::Hit, 1);
+                    }
+                    c.add(Counter::Miss, 2);
+                    c.removed(RemovalCause::Expired, 3);
+                });
+            }
+        });
+        let mut st = CacheStats::default();
+        c.sum_into(&mut st);
+        assert_eq!((st.hits, st.misses), (8000, 16));
+        assert_eq!(st.removed(RemovalCause::Expired), 24);
+        assert_eq!(st.evictions(), 24);
+        assert_eq!(st.removals(), 0);
+        assert!((st.hit_rate() - 8000.0 / 8016.0).abs() < 1e-12);
+        assert_eq!(CacheStats::default().hit_rate(), 0.0);
+    }
+}

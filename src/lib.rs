@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+mod cache;
+mod clock;
+mod fnv;
+mod sync;
+
+pub use cache::{Cache, CacheBuilder, CacheStats, DEFAULT_MAX_CAPACITY, Iter, Policy, RemovalCause};
+pub use clock::ManualClock;
+pub use fnv::{FnvBuildHasher, FnvHasher};
