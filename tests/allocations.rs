@@ -1,0 +1,117 @@
+//! Counts heap allocations made by the current thread to prove the hot paths allocate nothing:
+//! a `get` hit, and the steady state of insert / evict / update once the slabs have grown.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+
+use cachefs::{Cache, Policy};
+
+struct Counting;
+
+thread_local! {
+    // `const` initialisation: reading it never allocates (no lazy registration).
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: defers every call to the system allocator unchanged; only counts calls on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+const POLICIES: [Policy; 4] = [Policy::Lru, Policy::Lfu, Policy::Ttl, Policy::Hybrid];
+
+#[test]
+fn a_get_hit_allocates_nothing() {
+    for policy in POLICIES {
+        let cache: Cache<u64, Arc<[u8; 64]>> = Cache::builder().max_capacity(10_000).policy(policy).build();
+        for k in 0..1_000 {
+            cache.insert(k, Arc::new([k as u8; 64]));
+        }
+        // Warm up once: the first call on a thread may set up thread-locals.
+        assert!(cache.get(&1).is_some());
+        let n = allocations_during(|| {
+            for round in 0..10 {
+                for k in 0..1_000 {
+                    let v = cache.get(&k).expect("resident");
+                    assert_eq!(v[0], k as u8, "round {round}");
+                }
+            }
+        });
+        assert_eq!(n, 0, "{policy:?}: 10,000 hits allocated {n} times");
+    }
+}
+
+#[test]
+fn a_get_hit_with_expiry_allocates_nothing() {
+    let cache: Cache<String, u64> = Cache::builder()
+        .max_capacity(100)
+        .time_to_live(std::time::Duration::from_secs(600))
+        .time_to_idle(std::time::Duration::from_secs(600))
+        .build();
+    cache.insert("key".to_string(), 1);
+    assert_eq!(cache.get("key"), Some(1));
+    let n = allocations_during(|| {
+        for _ in 0..1_000 {
+            assert_eq!(cache.get("key"), Some(1));
+        }
+    });
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn steady_state_churn_allocates_nothing_for_entries() {
+    for policy in POLICIES {
+        // u64 keys and values need no allocation of their own, so any allocation would be the cache's.
+        let cache: Cache<u64, u64> = Cache::builder().max_capacity(1_024).shards(4).policy(policy).build();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut step = |cache: &Cache<u64, u64>| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = x % 8_192;
+            match x % 4 {
+                0 => cache.insert(k, k),      // usually a miss: evicts
+                1 => cache.insert(k % 64, k), // hot keys: updates
+                _ => {
+                    cache.get(&k);
+                }
+            }
+        };
+        // Warm-up: slabs, tables and sketches reach their steady size.
+        for _ in 0..200_000 {
+            step(&cache);
+        }
+        let n = allocations_during(|| {
+            for _ in 0..100_000 {
+                step(&cache);
+            }
+        });
+        assert_eq!(n, 0, "{policy:?}: churn allocated {n} times");
+        assert!(cache.stats().evictions() > 10_000);
+    }
+}
