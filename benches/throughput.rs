@@ -62,7 +62,10 @@ impl Peer for Mutex<lru::LruCache<u64, Val>> {
     }
 }
 
-fn peers() -> Vec<(&'static str, Box<dyn Fn() -> Box<dyn Peer>>)> {
+/// A peer's name and how to build an empty one.
+type MakePeer = (&'static str, Box<dyn Fn() -> Box<dyn Peer>>);
+
+fn peers() -> Vec<MakePeer> {
     vec![
         ("cachefs", Box::new(|| Box::new(cachefs::Cache::<u64, Val>::new(CAPACITY)))),
         ("quick_cache", Box::new(|| Box::new(quick_cache::sync::Cache::<u64, Val>::new(CAPACITY as usize)))),

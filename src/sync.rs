@@ -134,3 +134,31 @@ mod imp {
 }
 
 pub(crate) use imp::{Condvar, Mutex, RwLock};
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_and_condvar_work_together() {
+        let lock = RwLock::new(1);
+        {
+            let _r1 = lock.read();
+            let _r2 = lock.read();
+            assert!(lock.try_write().is_none(), "readers exclude writers");
+        }
+        *lock.write() += 1;
+        assert_eq!(*lock.read(), 2);
+        let pair = Arc::new((Mutex::new(false), Condvar::new()));
+        let p = pair.clone();
+        let t = std::thread::spawn(move || {
+            *p.0.lock() = true;
+            p.1.notify_all();
+        });
+        let mut ready = pair.0.lock();
+        while !*ready {
+            ready = pair.1.wait(ready);
+        }
+        t.join().unwrap();
+    }
+}

@@ -246,3 +246,93 @@ impl<K: Eq, V> Shard<K, V> {
         self.slab.slots_allocated()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn shard(policy: Policy, capacity: u64) -> Shard<u64, u64> {
+        Shard::new(policy, capacity, None)
+    }
+
+    fn put(s: &mut Shard<u64, u64>, k: u64, w: u32, expires_at: u64, now: Option<u64>) -> Removals<u64, u64> {
+        let mut out = Removals::new();
+        if let Some(now) = now {
+            s.expire(now, &mut out);
+        }
+        s.insert(Entry::new(k, k * 10, k.wrapping_mul(0x9e37_79b9_7f4a_7c15), w, expires_at, 0), now, &mut out);
+        s.validate();
+        out
+    }
+
+    #[test]
+    fn lru_order_follows_recorded_reads() {
+        let mut s = shard(Policy::Lru, 3);
+        for k in 0..3 {
+            put(&mut s, k, 1, NEVER, None);
+        }
+        let idx = s.find(0u64.wrapping_mul(0x9e37_79b9_7f4a_7c15), &0).unwrap();
+        s.record_read(idx, s.generation(idx));
+        let out = put(&mut s, 3, 1, NEVER, None);
+        assert_eq!(out.iter().map(|r| (r.key, r.cause)).collect::<Vec<_>>(), vec![(1, RemovalCause::Capacity)]);
+        // A stale record (old generation) is ignored.
+        s.record_read(idx, s.generation(idx).wrapping_add(1));
+        s.validate();
+    }
+
+    #[test]
+    fn weights_evict_as_many_as_needed() {
+        let mut s = shard(Policy::Lru, 10);
+        for k in 0..5 {
+            put(&mut s, k, 2, NEVER, None);
+        }
+        let out = put(&mut s, 9, 7, NEVER, None);
+        assert_eq!(out.len(), 4, "7 units need four 2-unit entries out");
+        assert_eq!((s.len(), s.weight()), (2, 9));
+    }
+
+    #[test]
+    fn rejects_overweight_and_replaces() {
+        let mut s = shard(Policy::Hybrid, 4);
+        put(&mut s, 1, 1, NEVER, None);
+        let mut out = Removals::new();
+        let r = s.insert(Entry::new(1, 99, 1u64.wrapping_mul(0x9e37_79b9_7f4a_7c15), 5, NEVER, 0), None, &mut out);
+        assert!(matches!(r, Inserted::Rejected(1, 99)));
+        assert_eq!(out.len(), 1, "the old value is not kept");
+        assert_eq!(s.len(), 0);
+        put(&mut s, 2, 1, NEVER, None);
+        let out = put(&mut s, 2, 3, NEVER, None);
+        assert_eq!(out[0].cause, RemovalCause::Replaced);
+        assert_eq!(s.weight(), 3);
+    }
+
+    #[test]
+    fn expiry_reclaims_only_what_is_due() {
+        let mut s = shard(Policy::Lfu, 10);
+        put(&mut s, 1, 1, 100, Some(0));
+        put(&mut s, 2, 1, 200, Some(0));
+        put(&mut s, 3, 1, NEVER, Some(0));
+        assert!(s.has_timers());
+        let mut out = Removals::new();
+        s.expire(150, &mut out);
+        assert_eq!(out.iter().map(|r| (r.key, r.cause)).collect::<Vec<_>>(), vec![(1, RemovalCause::Expired)]);
+        assert_eq!(s.snapshot(Some(250)).len(), 1, "snapshot hides the expired entry 2");
+        s.validate();
+    }
+
+    #[test]
+    fn remove_and_remove_if() {
+        let mut s = shard(Policy::Ttl, 10);
+        for k in 0..6 {
+            put(&mut s, k, 1, NEVER, None);
+        }
+        let h = 4u64.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        assert_eq!(s.remove(h, &4, RemovalCause::Removed).map(|r| r.value), Some(40));
+        assert!(s.remove(h, &4, RemovalCause::Removed).is_none());
+        let mut gone = Vec::new();
+        s.remove_if(|k, _| k % 2 == 0, RemovalCause::Invalidated, &mut gone);
+        assert_eq!(gone.len(), 2, "0 and 2 (4 was removed)");
+        assert_eq!(s.len(), 3);
+        s.validate();
+    }
+}
