@@ -215,7 +215,7 @@ impl TimerWheel {
     }
 
     /// Checks that every filed entry is where its `bucket` says and the count matches.
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn validate<K, V>(&self, slab: &Slab<K, V>) {
         let mut n = 0;
         for (b, list) in self.buckets.iter().enumerate() {

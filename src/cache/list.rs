@@ -81,7 +81,7 @@ impl List {
     }
 
     /// Indices from head to tail.
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn iter<'a, K, V>(&self, slab: &'a Slab<K, V>, lane: Lane) -> impl Iterator<Item = u32> + 'a {
         let mut cur = self.head;
         std::iter::from_fn(move || {

@@ -2,9 +2,9 @@
 //!
 //! Each shard keeps a table of keys being loaded. The first caller to miss registers a [`Flight`] and
 //! becomes its leader; later callers find the flight and wait on it. The leader stores the value in the
-//! cache *before* settling the flight and only then removes the flight from the table, so a caller that
-//! arrives after the removal finds the value in the cache (the table lookup re-checks the cache under
-//! the table's lock for exactly that window).
+//! cache, then removes the flight from the table, then publishes the outcome to the waiters. A caller
+//! that arrives after the removal finds the value in the cache (the table lookup re-checks the cache
+//! under the table's lock for exactly that window).
 //!
 //! A leader whose loader fails or panics settles the flight as failed (its guard does so on unwind);
 //! the waiters then start over, and one of them leads a new flight with its own loader. No lock is held
@@ -120,15 +120,18 @@ impl<K, V> Leader<'_, K, V> {
         self.settled = true;
         let counter = if outcome.is_some() { Counter::LoadOk } else { Counter::LoadFailed };
         self.counters.add(counter, 1);
+        // Retire the flight *before* publishing: a waiter woken by a failure starts over, and must not
+        // find this flight again (it would spin on it until the leader got round to removing it; loom
+        // found that). On success the value is already in the cache, where newcomers look next.
+        let retired = {
+            let mut table = self.flights.table.lock();
+            table.find_entry(self.hash, |p| Arc::ptr_eq(&p.flight, &self.flight)).ok().map(|e| e.remove().0)
+        };
         *self.flight.state.lock() = match outcome {
             Some(v) => State::Loaded(v),
             None => State::Failed,
         };
         self.flight.ready.notify_all();
-        let retired = {
-            let mut table = self.flights.table.lock();
-            table.find_entry(self.hash, |p| Arc::ptr_eq(&p.flight, &self.flight)).ok().map(|e| e.remove().0)
-        };
         // The key is dropped here, outside the table's lock.
         drop(retired);
     }

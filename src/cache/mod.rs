@@ -40,7 +40,6 @@ use std::borrow::Borrow;
 use std::convert::Infallible;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU64 as ReportU64, Ordering::Relaxed};
 use std::time::Duration;
 
 pub use builder::{CacheBuilder, DEFAULT_MAX_CAPACITY};
@@ -50,7 +49,7 @@ pub use removal::RemovalCause;
 pub use stats::CacheStats;
 
 use crate::clock::{Clock, NEVER, deadline_after};
-use crate::sync::{Arc, RwLock};
+use crate::sync::{Arc, AtomicU64, Ordering::Relaxed, RwLock};
 use entry::Entry;
 use loader::{Flights, Joined};
 use read_buffer::{Pushed, ReadBuffer};
@@ -58,8 +57,10 @@ use removal::{Removal, Removals};
 use shard::{Inserted, Shard};
 use stats::{Counter, Counters};
 
-pub(crate) type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
-pub(crate) type Listener<K, V> = Arc<dyn Fn(K, V, RemovalCause) + Send + Sync>;
+// Immutable configuration shared by clones: std's `Arc` (loom's cannot hold a `dyn Fn`, and these
+// order nothing).
+pub(crate) type Weigher<K, V> = std::sync::Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
+pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(K, V, RemovalCause) + Send + Sync>;
 
 /// A shard with its lock and what lives beside the lock. Padded so neighbouring shards' lock words do
 /// not share a cache line.
@@ -68,9 +69,12 @@ struct LockedShard<K, V> {
     shard: RwLock<Shard<K, V>>,
     reads: ReadBuffer,
     flights: Flights<K, V>,
-    /// Gauges published after every write, so `len()` and `stats()` take no lock. Report-only: std atomics.
-    len: ReportU64,
-    weight: ReportU64,
+    /// Gauges published under the write lock after every write, so `len()` and `stats()` take no lock.
+    /// Relaxed: each is one self-contained number. Loom's atomics under loom (unlike the striped
+    /// counters): publishing them outside the lock would let a stale count overwrite a newer one, and
+    /// the model should see that.
+    len: AtomicU64,
+    weight: AtomicU64,
 }
 
 struct Inner<K, V, S> {
@@ -210,8 +214,8 @@ impl<K: Eq, V, S> Cache<K, V, S> {
                 shard: RwLock::new(Shard::new(b.policy, builder::shard_capacity(b.max_capacity, shards, i), tti)),
                 reads: ReadBuffer::new(),
                 flights: Flights::new(),
-                len: ReportU64::new(0),
-                weight: ReportU64::new(0),
+                len: AtomicU64::new(0),
+                weight: AtomicU64::new(0),
             })
             .collect();
         let stripes = builder::default_shards();
@@ -293,7 +297,7 @@ where
                 self.write(locked, true, |_, _, _| ());
                 return None;
             }
-            e.accessed_at.store(now, crate::sync::Ordering::Relaxed);
+            e.accessed_at.store(now, Relaxed);
         }
         let value = e.value.clone();
         let generation = shard.generation(idx);
@@ -542,9 +546,10 @@ where
         Some(shard.snapshot(now))
     }
 
-    /// Checks every shard's invariants (tests only).
-    #[cfg(test)]
-    pub(crate) fn validate(&self) {
+    /// Checks every shard's invariants; panics on the first broken one. Built for tests and loom only.
+    #[cfg(any(test, loom))]
+    #[doc(hidden)]
+    pub fn validate(&self) {
         let mut total = 0;
         for locked in self.inner.shards.iter() {
             let shard = locked.shard.read();

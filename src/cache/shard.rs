@@ -65,7 +65,7 @@ impl<K: Eq, V> Shard<K, V> {
         self.weight
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, loom))]
     pub(crate) fn capacity(&self) -> u64 {
         self.capacity
     }
@@ -226,7 +226,7 @@ impl<K: Eq, V> Shard<K, V> {
     }
 
     /// Checks every structural invariant; panics with a description on the first that fails.
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn validate(&self) {
         assert_eq!(self.map.len(), self.slab.len(), "map and slab disagree on the count");
         let mut weight = 0;
@@ -241,7 +241,7 @@ impl<K: Eq, V> Shard<K, V> {
         assert_eq!(self.slab.free_count() + self.slab.len(), self.slab_slots(), "slots leaked");
     }
 
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, loom))]
     fn slab_slots(&self) -> usize {
         self.slab.slots_allocated()
     }

@@ -115,13 +115,13 @@ impl<K, V> Slab<K, V> {
     }
 
     /// Number of slots allocated (occupied or free).
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn slots_allocated(&self) -> usize {
         self.slots.len()
     }
 
     /// Number of slots on the free list (for `validate`).
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn free_count(&self) -> usize {
         let mut n = 0;
         let mut i = self.free;

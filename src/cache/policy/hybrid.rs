@@ -158,7 +158,7 @@ impl Hybrid {
         }
     }
 
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn validate<K, V>(&self, slab: &Slab<K, V>) -> usize {
         let mut n = 0;
         for (tag, seg) in [(WINDOW, &self.window), (PROBATION, &self.probation), (PROTECTED, &self.protected)] {

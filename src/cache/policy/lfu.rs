@@ -80,7 +80,7 @@ impl Lfu {
         }
     }
 
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn validate<K, V>(&self, slab: &Slab<K, V>) -> usize {
         let mut n = 0;
         for (f, q) in self.queues.iter().enumerate() {

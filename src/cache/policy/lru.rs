@@ -25,7 +25,7 @@ impl Lru {
         self.queue.head()
     }
 
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn validate<K, V>(&self, slab: &Slab<K, V>) -> usize {
         self.queue.iter(slab, Lane::Policy).count()
     }

@@ -107,7 +107,7 @@ impl PolicyState {
     }
 
     /// Checks the policy's structures against the slab; returns how many entries it tracks.
-    #[cfg(any(test, fuzzing))]
+    #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn validate<K, V>(&self, slab: &Slab<K, V>) -> usize {
         match self {
             PolicyState::Lru(p) => p.validate(slab),
