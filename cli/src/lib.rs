@@ -1,0 +1,8 @@
+//! The `cachefs` command's machinery, as a library so that its tests can reach it: trace loading,
+//! capacity parsing, replays of the cachefs policies, the peer caches and Belady's optimum, and the
+//! reports (Markdown, JSON, SVG).
+
+pub mod capacity;
+pub mod replay;
+pub mod report;
+pub mod trace;

@@ -1,0 +1,270 @@
+//! Trace replays: every contender (a cachefs policy, a peer, or Belady's optimum) at every capacity,
+//! single-threaded per replay, replays spread over the machine's cores.
+
+pub mod opt;
+pub mod peers;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use cachefs::Policy;
+use serde::Serialize;
+
+use crate::capacity::Capacity;
+use crate::trace::Trace;
+use peers::Replayable;
+
+/// One cache a replay measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Contender {
+    /// A cachefs policy through the real `Cache`.
+    Ours(Policy),
+    /// `moka::sync::Cache`.
+    Moka,
+    /// `quick_cache::sync::Cache`.
+    QuickCache,
+    /// `lru::LruCache` (exact LRU).
+    LruCrate,
+    /// Belady's optimum.
+    Opt,
+}
+
+impl Contender {
+    /// Every contender, in report order.
+    pub fn all() -> Vec<Contender> {
+        vec![
+            Contender::Ours(Policy::Lru),
+            Contender::Ours(Policy::Lfu),
+            Contender::Ours(Policy::Ttl),
+            Contender::Ours(Policy::Hybrid),
+            Contender::Moka,
+            Contender::QuickCache,
+            Contender::LruCrate,
+            Contender::Opt,
+        ]
+    }
+
+    /// The report's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Contender::Ours(p) => p.name(),
+            Contender::Moka => "moka",
+            Contender::QuickCache => "quick_cache",
+            Contender::LruCrate => "lru-crate",
+            Contender::Opt => "opt",
+        }
+    }
+}
+
+impl fmt::Display for Contender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A contender name that is not one of [`Contender::all`].
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("unknown policy {0:?}; expected one of lru, lfu, ttl, hybrid, moka, quick_cache, lru-crate, opt")]
+pub struct UnknownContender(pub String);
+
+impl FromStr for Contender {
+    type Err = UnknownContender;
+
+    fn from_str(s: &str) -> Result<Self, UnknownContender> {
+        Contender::all().into_iter().find(|c| c.name() == s.trim()).ok_or_else(|| UnknownContender(s.to_string()))
+    }
+}
+
+fn drive(mut cache: impl Replayable, keys: &[u64], progress: &dyn Fn(u64)) -> u64 {
+    let mut hits = 0;
+    for chunk in keys.chunks(65_536) {
+        for &k in chunk {
+            hits += u64::from(cache.access(k));
+        }
+        progress(chunk.len() as u64);
+    }
+    hits
+}
+
+/// Hits of `contender` with `capacity` entries over `trace` (`next` = `opt::next_uses(&trace.keys)`).
+pub fn hits(
+    contender: Contender,
+    trace: &Trace,
+    next: &[usize],
+    capacity: u64,
+    shards: Option<usize>,
+    progress: &dyn Fn(u64),
+) -> u64 {
+    let keys = &trace.keys;
+    match contender {
+        Contender::Ours(policy) => drive(peers::ours(policy, capacity, shards), keys, progress),
+        Contender::Moka => drive(peers::moka(capacity), keys, progress),
+        Contender::QuickCache => drive(peers::quick_cache(capacity), keys, progress),
+        Contender::LruCrate => drive(peers::lru_crate(capacity), keys, progress),
+        Contender::Opt => opt::hits(keys, next, capacity, progress),
+    }
+}
+
+/// One capacity's results for one trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Capacity in entries.
+    pub entries: u64,
+    /// Capacity as a percentage of the trace's unique keys.
+    pub percent: f64,
+    /// Hit ratio in percent, per contender, in the order of [`TraceResult::contenders`].
+    pub hit_ratio: Vec<f64>,
+}
+
+/// All results for one trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceResult {
+    /// Trace name.
+    pub name: String,
+    /// Accesses in the trace.
+    pub accesses: u64,
+    /// Distinct keys.
+    pub unique: u64,
+    /// Cold-miss ceiling in percent: no cache can hit more.
+    pub ceiling: f64,
+    /// Contender names, the columns of each row.
+    pub contenders: Vec<String>,
+    /// One row per capacity.
+    pub rows: Vec<Row>,
+}
+
+impl TraceResult {
+    /// The hit ratio of the contender called `name` in `row`, if it ran.
+    pub fn get(&self, row: &Row, name: &str) -> Option<f64> {
+        self.contenders.iter().position(|c| c == name).map(|i| row.hit_ratio[i])
+    }
+}
+
+/// Replays every trace at every capacity through every contender on `threads` worker threads.
+/// `progress` is called with numbers of accesses replayed, from any worker.
+pub fn sweep(
+    traces: &[Trace],
+    capacities: &[Capacity],
+    contenders: &[Contender],
+    shards: Option<usize>,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Vec<TraceResult> {
+    let next: Vec<Vec<usize>> = traces
+        .iter()
+        .map(|t| if contenders.contains(&Contender::Opt) { opt::next_uses(&t.keys) } else { Vec::new() })
+        .collect();
+    let mut jobs: Vec<(usize, usize, usize)> = Vec::new();
+    for t in 0..traces.len() {
+        for c in 0..capacities.len() {
+            for p in 0..contenders.len() {
+                jobs.push((t, c, p));
+            }
+        }
+    }
+    // Longest first, so that the big traces do not finish last on one core.
+    jobs.sort_by_key(|&(t, _, _)| std::cmp::Reverse(traces[t].keys.len()));
+    let results = Mutex::new(vec![vec![vec![0u64; contenders.len()]; capacities.len()]; traces.len()]);
+    let cursor = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                while let Some(&(t, c, p)) = jobs.get(cursor.fetch_add(1, Ordering::Relaxed)) {
+                    let trace = &traces[t];
+                    let cap = capacities[c].entries(trace.unique);
+                    let h = hits(contenders[p], trace, &next[t], cap, shards, progress);
+                    results.lock().unwrap_or_else(|e| e.into_inner())[t][c][p] = h;
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    traces
+        .iter()
+        .zip(results)
+        .map(|(trace, per_cap)| TraceResult {
+            name: trace.name.clone(),
+            accesses: trace.keys.len() as u64,
+            unique: trace.unique as u64,
+            ceiling: 100.0 * trace.ceiling(),
+            contenders: contenders.iter().map(|c| c.name().to_string()).collect(),
+            rows: capacities
+                .iter()
+                .zip(per_cap)
+                .map(|(cap, hits)| {
+                    let entries = cap.entries(trace.unique);
+                    Row {
+                        entries,
+                        percent: 100.0 * entries as f64 / trace.unique as f64,
+                        hit_ratio: hits.iter().map(|&h| 100.0 * h as f64 / trace.keys.len() as f64).collect(),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for c in Contender::all() {
+            assert_eq!(c.name().parse::<Contender>(), Ok(c));
+        }
+        assert!("arc".parse::<Contender>().is_err());
+    }
+
+    /// Our LRU, on one shard, agrees exactly with the `lru` crate and a hand-written reference.
+    #[test]
+    fn lru_agrees_with_references() {
+        let mut x = 12345u64;
+        let keys: Vec<u64> = (0..50_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 1_000).min(x % 137 + (x % 3) * 400)
+            })
+            .collect();
+        let trace = Trace::from_keys("t", keys.clone());
+        for cap in [1u64, 10, 100, 500] {
+            let ours = hits(Contender::Ours(Policy::Lru), &trace, &[], cap, Some(1), &|_| {});
+            let crate_lru = hits(Contender::LruCrate, &trace, &[], cap, None, &|_| {});
+            // Reference: a vector in recency order.
+            let mut order: Vec<u64> = Vec::new();
+            let mut reference = 0;
+            for &k in &keys {
+                if let Some(p) = order.iter().position(|&o| o == k) {
+                    reference += 1;
+                    order.remove(p);
+                } else if order.len() as u64 == cap {
+                    order.remove(0);
+                }
+                order.push(k);
+            }
+            assert_eq!((ours, crate_lru), (reference, reference), "capacity {cap}");
+        }
+    }
+
+    #[test]
+    fn sweep_orders_and_bounds() {
+        let keys: Vec<u64> = (0..20_000u64).map(|i| (i * 7919) % 500 + (i % 3) * 1000 * (i % 11)).collect();
+        let traces = [Trace::from_keys("t", keys)];
+        let caps = [Capacity::Percent(5.0), Capacity::Entries(100)];
+        let results = sweep(&traces, &caps, &Contender::all(), None, 2, &|_| {});
+        let r = &results[0];
+        assert_eq!(r.rows.len(), 2);
+        for row in &r.rows {
+            let opt = r.get(row, "opt").unwrap();
+            for name in &r.contenders {
+                let v = r.get(row, name).unwrap();
+                assert!(v <= opt + 1e-9, "{name} {v} beats OPT {opt}");
+                assert!(opt <= r.ceiling + 1e-9);
+            }
+        }
+    }
+}

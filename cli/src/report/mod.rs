@@ -1,0 +1,14 @@
+//! Reports of a sweep: Markdown tables, JSON and an SVG chart.
+
+mod plot;
+mod table;
+
+pub use plot::{PlotError, plot};
+pub use table::markdown;
+
+use crate::replay::TraceResult;
+
+/// The sweep as pretty-printed JSON.
+pub fn json(results: &[TraceResult]) -> String {
+    serde_json::to_string_pretty(results).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
