@@ -9,8 +9,13 @@
 //!   popular of the two is evicted. One-hit wonders therefore never displace the working set (scan
 //!   resistance), while recency still governs inside each segment.
 //!
+//! The window starts at 1% and adapts: a [`HillClimber`] moves capacity between window and main after
+//! every sample of accesses, towards whichever split hits more (recency-heavy workloads get a large
+//! window, frequency-heavy ones a small one).
+//!
 //! Expiry is shared with every policy (the shard's timer wheel). Weights count in every segment.
 
+use super::climber::HillClimber;
 use super::sketch::FrequencySketch;
 use crate::cache::list::List;
 use crate::cache::slab::{Lane, Slab};
@@ -47,23 +52,63 @@ pub(crate) struct Hybrid {
     window_max: u64,
     main_max: u64,
     protected_max: u64,
+    capacity: u64,
     sketch: FrequencySketch,
+    climber: HillClimber,
     entries: usize,
 }
 
 impl Hybrid {
     pub(crate) fn new(capacity: u64) -> Self {
-        let window_max = (capacity / 100).max(1).min(capacity);
-        let main_max = capacity - window_max;
-        Hybrid {
+        let mut h = Hybrid {
             window: Segment::default(),
             probation: Segment::default(),
             protected: Segment::default(),
-            window_max,
-            main_max,
-            protected_max: main_max / 5 * 4,
+            window_max: 0,
+            main_max: 0,
+            protected_max: 0,
+            capacity,
             sketch: FrequencySketch::new(),
+            climber: HillClimber::new(capacity),
             entries: 0,
+        };
+        h.set_window((capacity / 100).max(1));
+        h
+    }
+
+    /// Sizes the segments for a window of `window` (clamped so both window and main keep room).
+    fn set_window(&mut self, window: u64) {
+        self.window_max = window.clamp(1, self.capacity.saturating_sub(1).max(1)).min(self.capacity);
+        self.main_max = self.capacity - self.window_max;
+        self.protected_max = self.main_max / 5 * 4;
+    }
+
+    /// Feeds the climber one access; applies its verdict at the end of a sample.
+    fn climb<K, V>(&mut self, slab: &mut Slab<K, V>, hit: bool) {
+        // Caffeine's sample: ten accesses per entry.
+        let sample = 10 * (self.entries as u64).max(64);
+        let Some(amount) = self.climber.record(hit, sample) else { return };
+        let window = (self.window_max as f64 + amount).round().max(0.0) as u64;
+        self.resize_window(slab, window);
+    }
+
+    fn resize_window<K, V>(&mut self, slab: &mut Slab<K, V>, window: u64) {
+        self.set_window(window);
+        // Shrunk window: its oldest entries move to probation. Grown window: protected shrank, so its
+        // oldest entries are demoted. Totals do not change, so nothing is evicted here.
+        while self.window.weight > self.window_max {
+            let Some(head) = self.window.queue.head() else { break };
+            self.window.pull(slab, head);
+            self.probation.push(slab, head, PROBATION);
+        }
+        self.demote_protected_overflow(slab);
+    }
+
+    fn demote_protected_overflow<K, V>(&mut self, slab: &mut Slab<K, V>) {
+        while self.protected.weight > self.protected_max {
+            let Some(head) = self.protected.queue.head() else { break };
+            self.protected.pull(slab, head);
+            self.probation.push(slab, head, PROBATION);
         }
     }
 
@@ -78,6 +123,7 @@ impl Hybrid {
     pub(crate) fn admit<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
         self.entries += 1;
         self.sketch.ensure_capacity(self.entries);
+
         self.sketch.increment(slab.entry(idx).hash);
         self.window.push(slab, idx, WINDOW);
         // Spill the window into main while main has room: no contest needed.
@@ -89,6 +135,7 @@ impl Hybrid {
             self.window.pull(slab, head);
             self.probation.push(slab, head, PROBATION);
         }
+        self.climb(slab, false);
     }
 
     pub(crate) fn touch<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
@@ -98,14 +145,11 @@ impl Hybrid {
             PROBATION => {
                 self.probation.pull(slab, idx);
                 self.protected.push(slab, idx, PROTECTED);
-                while self.protected.weight > self.protected_max {
-                    let Some(head) = self.protected.queue.head() else { break };
-                    self.protected.pull(slab, head);
-                    self.probation.push(slab, head, PROBATION);
-                }
+                self.demote_protected_overflow(slab);
             }
             _ => self.protected.queue.move_to_back(slab, Lane::Policy, idx),
         }
+        self.climb(slab, true);
     }
 
     /// The entry's weight changed from `old_weight` to its current weight.

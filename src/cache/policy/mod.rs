@@ -1,6 +1,7 @@
 //! Eviction policies. Each is a plain single-threaded structure over the shard's slab; this module is the
 //! one place that dispatches between them.
 
+mod climber;
 mod hybrid;
 mod lfu;
 mod lru;

@@ -11,6 +11,11 @@
 const SEEDS: [u64; 4] = [0xc3a5_c85c_97cb_3127, 0xb492_b66f_be98_f273, 0x9ae1_6a3b_2f90_404f, 0xcbf2_9ce4_8422_2325];
 const RESET_MASK: u64 = 0x7777_7777_7777_7777;
 const MAX_WORDS: usize = 1 << 22;
+/// At least 4,096 counters, so that the sketch ages every 2,560 increments or more. A smaller one, sized
+/// to a small cache, halves its counts faster than keys in a loop slightly larger than the cache come
+/// round again, and then prefers every newcomer to every resident (LRU's behaviour on a loop: no hits).
+/// Measured on the shared traces: mean hit ratio +0.7 pp over sizing by entries alone (docs/hit-ratio.md).
+const MIN_WORDS: usize = 256;
 
 #[derive(Debug)]
 pub(crate) struct FrequencySketch {
@@ -22,7 +27,7 @@ pub(crate) struct FrequencySketch {
 impl FrequencySketch {
     pub(crate) fn new() -> Self {
         let mut s = FrequencySketch { table: Vec::new(), additions: 0, sample_size: 0 };
-        s.resize(16);
+        s.resize(MIN_WORDS);
         s
     }
 
@@ -34,7 +39,7 @@ impl FrequencySketch {
 
     /// Makes room to tell apart about `entries` keys.
     pub(crate) fn ensure_capacity(&mut self, entries: usize) {
-        let want = entries.next_power_of_two().clamp(16, MAX_WORDS);
+        let want = entries.next_power_of_two().clamp(MIN_WORDS, MAX_WORDS);
         if want > self.table.len() {
             self.resize(want);
         }
@@ -107,8 +112,8 @@ mod tests {
             s.increment(7);
         }
         assert!(s.frequency(7) >= 10);
-        // Enough other traffic to trigger several halvings.
-        for k in 0..2_000u64 {
+        // Enough other traffic to trigger several halvings (one per 2,560 increments).
+        for k in 0..12_000u64 {
             s.increment(k.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1 << 63);
         }
         assert!(s.frequency(7) <= 2, "old popularity should have faded, got {}", s.frequency(7));

@@ -1,0 +1,83 @@
+//! Hill climbing over the W-TinyLFU window size (the adaptive scheme of Einziger, Eytan, Friedman and
+//! Manes, "Adaptive Software Cache Management", Middleware 2018, as Caffeine ships it).
+//!
+//! The climber watches the hit rate over samples of accesses. After each sample it moves the window
+//! by a step: on in the same direction if the hit rate improved, back the other way if it fell. Steps
+//! shrink geometrically so the size settles, and jump back to full size when the hit rate changes
+//! sharply (the workload changed). A recency-heavy workload thus grows the window towards LRU; a
+//! frequency-heavy one shrinks it towards pure TinyLFU.
+
+/// First step, and the step after a restart, as a fraction of capacity.
+const STEP: f64 = 0.0625;
+/// Each step is this fraction of the one before.
+const DECAY: f64 = 0.98;
+/// A hit-rate change this large restarts the climb with a full step.
+const RESTART: f64 = 0.05;
+
+#[derive(Debug)]
+pub(crate) struct HillClimber {
+    hits: u64,
+    misses: u64,
+    previous_rate: f64,
+    /// Signed, in capacity units: the next adjustment if the hit rate keeps improving.
+    step: f64,
+    capacity: f64,
+}
+
+impl HillClimber {
+    pub(crate) fn new(capacity: u64) -> Self {
+        let capacity = capacity as f64;
+        HillClimber { hits: 0, misses: 0, previous_rate: 0.0, step: STEP * capacity, capacity }
+    }
+
+    /// Records one access; at the end of a sample of `sample` accesses, returns how much to grow
+    /// (positive) or shrink (negative) the window.
+    pub(crate) fn record(&mut self, hit: bool, sample: u64) -> Option<f64> {
+        if hit {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+        let n = self.hits + self.misses;
+        if n < sample {
+            return None;
+        }
+        let rate = self.hits as f64 / n as f64;
+        let change = rate - self.previous_rate;
+        let amount = if change >= 0.0 { self.step } else { -self.step };
+        self.step = if change.abs() >= RESTART { STEP * self.capacity * amount.signum() } else { DECAY * amount };
+        self.previous_rate = rate;
+        self.hits = 0;
+        self.misses = 0;
+        Some(amount)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_direction_while_improving_and_reverses_on_loss() {
+        let mut c = HillClimber::new(1_000);
+        let mut sample = |hits: u64| {
+            let mut out = None;
+            for i in 0..100 {
+                out = c.record(i < hits, 100);
+            }
+            out.expect("sample complete")
+        };
+        // From nothing to 50%: a big change, so the next step is a full one, in the same direction.
+        assert!((sample(50) - 62.5).abs() < 1e-9);
+        // A small gain: keep going, and the step after this one decays.
+        assert!((sample(51) - 62.5).abs() < 1e-9);
+        // A small loss: turn round, with the decayed step.
+        let back = sample(50);
+        assert!((back + 62.5 * DECAY).abs() < 1e-9, "{back}");
+        // A gain: keep going the way we now go (down).
+        let on = sample(90);
+        assert!((on + 62.5 * DECAY * DECAY).abs() < 1e-9, "{on}");
+        // That gain was big: the climb restarts with a full step, still downwards.
+        assert!((sample(91) + 62.5).abs() < 1e-9);
+    }
+}
