@@ -1,6 +1,7 @@
 //! Get and insert throughput on a Zipf(0.99) key stream, cachefs against its peers, 1 and 2 threads.
 //!
-//! `cargo bench --bench throughput` (full run); `cargo bench --bench throughput -- --test` (smoke).
+//! `cargo bench --bench throughput` (full run); `cargo bench --bench throughput -- --test` (smoke);
+//! `cargo bench --bench throughput -- latency_overhead` (the cost of latency recording alone).
 //! Workloads (values are `Arc<[u8; 64]>`):
 //! - `get`: 100k keys all resident (capacity 100k), Zipf reads: all hits.
 //! - `get_or_insert`: Zipf over 1M keys, capacity 100k, insert on miss.
@@ -156,9 +157,42 @@ fn throughput(c: &mut Criterion) {
     }
 }
 
+/// Get-hit throughput with latency recording off, on with the default sampling, and on for every op.
+/// Three instances of each of `off` and `sampled`, built and measured alternately: a memory-bound
+/// workload varies by some 15% from one cache instance to the next (where its pages land), so compare
+/// the means over instances, not one pair.
+fn latency_overhead(c: &mut Criterion) {
+    let resident: Vec<Vec<u64>> = (0..2).map(|t| zipf_keys(CAPACITY, 1 << 20, 10 + t)).collect();
+    let mut group = c.benchmark_group("latency_overhead");
+    for threads in [1usize, 2] {
+        group.throughput(Throughput::Elements(BATCH * threads as u64));
+        for (name, latency) in [
+            ("off#1", None),
+            ("sampled#1", Some(cachefs::LatencyConfig::default())),
+            ("off#2", None),
+            ("sampled#2", Some(cachefs::LatencyConfig::default())),
+            ("off#3", None),
+            ("sampled#3", Some(cachefs::LatencyConfig::default())),
+            ("every_op", Some(cachefs::LatencyConfig { sample_every: 1 })),
+        ] {
+            let mut b = cachefs::Cache::<u64, Val>::builder().max_capacity(CAPACITY);
+            if let Some(l) = latency {
+                b = b.latency(l);
+            }
+            let cache = b.build();
+            let value: Val = Arc::new([7; 64]);
+            (0..CAPACITY).for_each(|r| cache.insert(r.wrapping_mul(0x9e37_79b9_7f4a_7c15), value.clone()));
+            group.bench_with_input(BenchmarkId::new(name, format!("{threads}t")), &threads, |b, &threads| {
+                b.iter_custom(|iters| run(&cache, &resident, threads, iters, Workload::Get));
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = throughput
+    targets = throughput, latency_overhead
 }
 criterion_main!(benches);

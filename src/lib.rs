@@ -5,8 +5,13 @@
 mod cache;
 mod clock;
 mod fnv;
+mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
+mod stripe;
 mod sync;
 
 pub use cache::{Cache, CacheBuilder, CacheStats, DEFAULT_MAX_CAPACITY, Iter, Policy, RemovalCause};
 pub use clock::ManualClock;
 pub use fnv::{FnvBuildHasher, FnvHasher};
+pub use metrics::{LatencyConfig, LatencySummary, MetricsSnapshot};

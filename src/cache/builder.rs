@@ -8,6 +8,7 @@ use super::policy::Policy;
 use super::removal::RemovalCause;
 use super::{Cache, Listener, Weigher};
 use crate::clock::{Clock, ManualClock};
+use crate::metrics::LatencyConfig;
 use std::sync::Arc;
 
 /// The default maximum weighted size when [`CacheBuilder::max_capacity`] is not called.
@@ -38,6 +39,8 @@ pub struct CacheBuilder<K, V, S = ahash::RandomState> {
     pub(crate) weigher: Option<Weigher<K, V>>,
     pub(crate) listener: Option<Listener<K, V>>,
     pub(crate) clock: Clock,
+    pub(crate) name: String,
+    pub(crate) latency: Option<LatencyConfig>,
     _types: PhantomData<fn(K, V)>,
 }
 
@@ -52,6 +55,8 @@ impl<K, V, S: fmt::Debug> fmt::Debug for CacheBuilder<K, V, S> {
             .field("time_to_idle", &self.tti)
             .field("weigher", &self.weigher.is_some())
             .field("eviction_listener", &self.listener.is_some())
+            .field("name", &self.name)
+            .field("latency", &self.latency)
             .finish()
     }
 }
@@ -68,6 +73,8 @@ impl<K, V> CacheBuilder<K, V> {
             weigher: None,
             listener: None,
             clock: Clock::system(),
+            name: "default".to_string(),
+            latency: None,
             _types: PhantomData,
         }
     }
@@ -112,6 +119,8 @@ impl<K, V, S> CacheBuilder<K, V, S> {
             weigher: self.weigher,
             listener: self.listener,
             clock: self.clock,
+            name: self.name,
+            latency: self.latency,
             _types: PhantomData,
         }
     }
@@ -145,6 +154,19 @@ impl<K, V, S> CacheBuilder<K, V, S> {
     /// Reads time from `clock` instead of the system's monotonic clock (for tests of expiry).
     pub fn clock(mut self, clock: ManualClock) -> Self {
         self.clock = Clock::Manual(clock);
+        self
+    }
+
+    /// The cache's name: the `cache` label of its metrics. Default `"default"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Records latency percentiles of `get` (hits and misses apart), `insert` and loader calls
+    /// (see [`Cache::metrics`]). Off by default; see [`LatencyConfig`] for the cost.
+    pub fn latency(mut self, config: LatencyConfig) -> Self {
+        self.latency = Some(config);
         self
     }
 

@@ -26,6 +26,7 @@ mod expiry;
 mod iter;
 mod list;
 mod loader;
+mod observe;
 pub(crate) mod policy;
 mod read_buffer;
 mod removal;
@@ -49,6 +50,7 @@ pub use removal::RemovalCause;
 pub use stats::CacheStats;
 
 use crate::clock::{Clock, NEVER, deadline_after};
+use crate::metrics::LatencyRecorder;
 use crate::sync::{Arc, AtomicU64, Ordering::Relaxed, RwLock};
 use entry::Entry;
 use loader::{Flights, Joined};
@@ -90,6 +92,8 @@ struct Inner<K, V, S> {
     counters: Counters,
     policy: Policy,
     capacity: u64,
+    name: String,
+    latency: Option<LatencyRecorder>,
 }
 
 /// A concurrent cache from `K` to `V`, bounded by total weight, with LRU, LFU, TTL or W-TinyLFU eviction.
@@ -232,6 +236,8 @@ impl<K: Eq, V, S> Cache<K, V, S> {
                 counters: Counters::new(stripes),
                 policy: b.policy,
                 capacity: b.max_capacity,
+                name: b.name,
+                latency: b.latency.map(|c| LatencyRecorder::new(observe::OPS, c)),
             }),
         }
     }
@@ -260,9 +266,13 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        let started = self.inner.latency.as_ref().and_then(LatencyRecorder::start);
         let value = self.lookup(self.hash(key), key);
         let counter = if value.is_some() { Counter::Hit } else { Counter::Miss };
         self.inner.counters.add(counter, 1);
+        if let Some(started) = started {
+            self.record_latency(if value.is_some() { observe::GET_HIT } else { observe::GET_MISS }, started);
+        }
         value
     }
 
@@ -369,6 +379,7 @@ where
     }
 
     fn insert_inner(&self, key: K, value: V, ttl: Option<Duration>, needs_clock: bool) {
+        let started = self.inner.latency.as_ref().and_then(LatencyRecorder::start);
         let weight = self.weigh(&key, &value);
         let hash = self.hash(&key);
         let locked = self.shard(hash);
@@ -393,6 +404,9 @@ where
                 }
             }
         });
+        if let Some(started) = started {
+            self.record_latency(observe::INSERT, started);
+        }
         if let (Some((k, v)), Some(listener)) = (rejected, &self.inner.listener) {
             listener(k, v, RemovalCause::Capacity);
         }
@@ -510,7 +524,12 @@ where
                     // The leader failed: start over, perhaps as the leader.
                 }
                 Joined::Leader(leader) => {
-                    return match init() {
+                    let started = self.inner.latency.as_ref().map(|_| std::time::Instant::now());
+                    let loaded = init();
+                    if let Some(started) = started {
+                        self.record_latency(observe::LOAD, started);
+                    }
+                    return match loaded {
                         Ok(v) => {
                             self.insert(key, v.clone());
                             leader.settle(Some(v.clone()));

@@ -1,20 +1,23 @@
 //! Lock-free statistics: counters striped by thread, summed on demand.
 //!
-//! Each thread is given one of the cache's stripes (cache-line padded) the first time it touches any
-//! cache, so threads on different cores increment different lines; `stats()` adds the stripes up. A
+//! Each thread uses one of the cache's stripes (cache-line padded; see `stripe.rs`), so threads on
+//! different cores increment different lines; `stats()` adds the stripes up. A
 //! snapshot taken while other threads work is consistent enough: each counter is exact at some instant
 //! during the sum, not all at the same one.
 //!
 //! These counters only report, so they are plain `std` atomics even under loom (see `sync.rs`).
 //! Relaxed ordering throughout: no counter orders any other memory.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use super::removal::RemovalCause;
+use crate::stripe::thread_index;
 
 /// A snapshot of a cache's counters and gauges.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CacheStats {
     /// Lookups that found a live entry.
     pub hits: u64,
@@ -31,6 +34,8 @@ pub struct CacheStats {
     /// Loader calls that failed or panicked.
     pub loads_failed: u64,
     /// Departures by cause, indexed as [`RemovalCause::ALL`]; see [`CacheStats::removed`].
+    /// Serialised as `"removals": {"capacity": n, "expired": n, ...}`.
+    #[serde(rename = "removals", serialize_with = "by_cause")]
     pub removed_by_cause: [u64; 5],
     /// Entries held now (may include expired entries not yet reclaimed).
     pub entries: u64,
@@ -63,6 +68,14 @@ impl CacheStats {
     }
 }
 
+fn by_cause<S: Serializer>(counts: &[u64; 5], s: S) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(Some(counts.len()))?;
+    for (cause, n) in RemovalCause::ALL.iter().zip(counts) {
+        map.serialize_entry(cause.name(), n)?;
+    }
+    map.end()
+}
+
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Stripe {
@@ -80,24 +93,6 @@ struct Stripe {
 #[derive(Debug)]
 pub(crate) struct Counters {
     stripes: Box<[Stripe]>,
-}
-
-static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static THREAD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-fn thread_index() -> usize {
-    THREAD_INDEX.with(|c| {
-        let i = c.get();
-        if i != usize::MAX {
-            return i;
-        }
-        let i = NEXT_THREAD.fetch_add(1, Relaxed);
-        c.set(i);
-        i
-    })
 }
 
 /// Which counter to bump.

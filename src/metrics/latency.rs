@@ -1,0 +1,170 @@
+//! Sampled, striped HDR latency recording.
+
+use std::cell::Cell;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+use super::snapshot::LatencySummary;
+use crate::stripe::{default_stripes, thread_index};
+
+/// How latency is recorded: one operation in `sample_every` per thread is timed.
+///
+/// ```
+/// use cachefs::{Cache, LatencyConfig};
+///
+/// let cache: Cache<u32, u32> = Cache::builder().latency(LatencyConfig { sample_every: 1 }).build();
+/// cache.insert(1, 1);
+/// cache.get(&1);
+/// let m = cache.metrics();
+/// let hits = m.latency.iter().find(|l| l.op == "get_hit").unwrap();
+/// assert_eq!(hits.count, 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyConfig {
+    /// Time one operation in this many (per thread); 1 times every operation. 0 counts as 1.
+    pub sample_every: u32,
+}
+
+impl Default for LatencyConfig {
+    /// One operation in 256 per thread: at a million operations a second, still about 4,000 samples a
+    /// second, for a few nanoseconds an operation (see `docs/benchmarks.md`).
+    fn default() -> Self {
+        LatencyConfig { sample_every: 256 }
+    }
+}
+
+/// Lowest and highest recordable values (ns), and significant digits kept.
+const LOWEST: u64 = 1;
+const HIGHEST: u64 = 60_000_000_000;
+const SIGFIG: u8 = 2;
+
+thread_local! {
+    /// Operations left until this thread times the next one (shared by every recorder).
+    static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Histograms for a fixed set of operations, striped by thread.
+#[derive(Debug)]
+pub(crate) struct LatencyRecorder {
+    ops: &'static [&'static str],
+    sample_every: u32,
+    /// One lock per stripe guards that stripe's histograms (one per op). Report-only: std locks.
+    stripes: Box<[Mutex<Vec<Histogram<u64>>>]>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(LOWEST, HIGHEST, SIGFIG).expect("constant bounds are valid")
+}
+
+impl LatencyRecorder {
+    pub(crate) fn new(ops: &'static [&'static str], config: LatencyConfig) -> Self {
+        let stripes = default_stripes().min(8);
+        LatencyRecorder {
+            ops,
+            sample_every: config.sample_every.max(1),
+            stripes: (0..stripes).map(|_| Mutex::new(ops.iter().map(|_| histogram()).collect())).collect(),
+        }
+    }
+
+    /// Starts timing an operation if this one is sampled.
+    #[inline]
+    pub(crate) fn start(&self) -> Option<Instant> {
+        COUNTDOWN.with(|c| {
+            let left = c.get().min(self.sample_every);
+            if left > 1 {
+                c.set(left - 1);
+                None
+            } else {
+                c.set(self.sample_every);
+                Some(Instant::now())
+            }
+        })
+    }
+
+    /// Records the time since `start` under operation `op` (an index into the recorder's ops).
+    pub(crate) fn record(&self, op: usize, start: Instant) {
+        self.record_nanos(op, u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    pub(crate) fn record_nanos(&self, op: usize, nanos: u64) {
+        let stripe = &self.stripes[thread_index() % self.stripes.len()];
+        let mut hists = stripe.lock().unwrap_or_else(|e| e.into_inner());
+        hists[op].saturating_record(nanos.clamp(LOWEST, HIGHEST));
+    }
+
+    /// Percentiles per operation, merged over the stripes.
+    pub(crate) fn summaries(&self) -> Vec<LatencySummary> {
+        let mut merged: Vec<Histogram<u64>> = self.ops.iter().map(|_| histogram()).collect();
+        for stripe in self.stripes.iter() {
+            let hists = stripe.lock().unwrap_or_else(|e| e.into_inner());
+            for (m, h) in merged.iter_mut().zip(hists.iter()) {
+                // Same bounds everywhere, so adding cannot fail.
+                let _ = m.add(h);
+            }
+        }
+        self.ops.iter().zip(&merged).map(|(op, h)| LatencySummary::from_histogram(op, h)).collect()
+    }
+
+    /// Forgets everything recorded so far.
+    pub(crate) fn reset(&self) {
+        for stripe in self.stripes.iter() {
+            for h in stripe.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+                h.reset();
+            }
+        }
+    }
+
+    /// Heap bytes the histograms hold (for the docs' statement of cost).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let per_histogram = {
+            let h = histogram();
+            // counts array: one u64 per distinguishable value range.
+            h.distinct_values() * std::mem::size_of::<u64>()
+        };
+        per_histogram * self.ops.len() * self.stripes.len()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let r = LatencyRecorder::new(&["a", "b"], LatencyConfig { sample_every: 1 });
+        // 1..=100_000 ns, uniform: the q-quantile is q * 100_000.
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let r = &r;
+                s.spawn(move || {
+                    for v in (1..=100_000u64).filter(|v| v % 4 == t) {
+                        r.record_nanos(0, v);
+                    }
+                });
+            }
+        });
+        let s = &r.summaries()[0];
+        assert_eq!((s.op.as_str(), s.count), ("a", 100_000));
+        for (got, want) in [(s.p50_ns, 50_000.0), (s.p95_ns, 95_000.0), (s.p99_ns, 99_000.0), (s.p999_ns, 99_900.0)] {
+            let err = (got as f64 - want).abs() / want;
+            assert!(err <= 0.01, "got {got}, want {want} within 1%");
+        }
+        assert!((s.max_ns as f64 - 100_000.0).abs() / 100_000.0 <= 0.01);
+        assert!((s.mean_ns - 50_000.5).abs() / 50_000.5 <= 0.01);
+        assert_eq!(r.summaries()[1].count, 0);
+        r.reset();
+        assert_eq!(r.summaries()[0].count, 0);
+        assert!(r.heap_bytes() > 0);
+    }
+
+    #[test]
+    fn sampling_times_one_in_n() {
+        let r = LatencyRecorder::new(&["op"], LatencyConfig { sample_every: 10 });
+        let timed = (0..1_000).filter_map(|_| r.start()).count();
+        assert!((99..=101).contains(&timed), "{timed}");
+        let every = LatencyRecorder::new(&["op"], LatencyConfig { sample_every: 0 });
+        assert!((0..10).all(|_| every.start().is_some()));
+    }
+}

@@ -1,0 +1,117 @@
+//! OpenTelemetry export (cargo feature `otel`): a cache's metrics as observable instruments on the
+//! caller's [`Meter`], named in the semantic-convention style (`cachefs.cache.hits`, units in UCUM).
+//!
+//! ```
+//! use cachefs::Cache;
+//! use opentelemetry::global;
+//!
+//! let cache: Cache<u32, u32> = Cache::builder().name("sessions").build();
+//! let meter = global::meter("my-service");
+//! let _registration = cachefs::otel::register(&meter, &cache);
+//! ```
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Meter, ObservableCounter, ObservableGauge};
+
+use crate::{Cache, CacheStats, RemovalCause};
+
+/// The instruments registered for one cache. Keep it as long as the cache should be reported.
+#[must_use = "the instruments report only while the registration is kept"]
+#[derive(Debug)]
+pub struct Registration {
+    _counters: Vec<ObservableCounter<u64>>,
+    _gauges: Vec<ObservableGauge<u64>>,
+    _latency: ObservableGauge<f64>,
+}
+
+type Pick = fn(&CacheStats) -> u64;
+
+/// Registers observable counters, gauges and the latency distribution of `cache` on `meter`.
+///
+/// Every instrument carries the attribute `cache` (the cache's name). Counters: `cachefs.cache.hits`,
+/// `.misses`, `.inserts`, `.updates`, `.rejections`, `.loads` (attribute `result`: `ok` or `failed`),
+/// `.removals` (attribute `cause`). Gauges: `cachefs.cache.entries`, `.weighted_size`, `.capacity`.
+/// Latency: `cachefs.cache.operation.duration` (seconds), a gauge per `op` and `quantile`
+/// (0.5, 0.95, 0.99, 0.999, 1 for the maximum), present when latency recording is on.
+pub fn register<K, V, S>(meter: &Meter, cache: &Cache<K, V, S>) -> Registration
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    S: Send + Sync + 'static,
+{
+    let name = KeyValue::new("cache", cache.name().to_string());
+    let counter = |metric: &'static str, unit: &'static str, help: &'static str, pick: Pick| {
+        let (c, attr) = (cache.clone(), name.clone());
+        meter
+            .u64_observable_counter(metric)
+            .with_unit(unit)
+            .with_description(help)
+            .with_callback(move |o| o.observe(pick(&c.stats()), std::slice::from_ref(&attr)))
+            .build()
+    };
+    let mut counters = vec![
+        counter("cachefs.cache.hits", "{hit}", "Lookups that found a live entry", |s| s.hits),
+        counter("cachefs.cache.misses", "{miss}", "Lookups that found no live entry", |s| s.misses),
+        counter("cachefs.cache.inserts", "{entry}", "Entries stored under an absent key", |s| s.inserts),
+        counter("cachefs.cache.updates", "{entry}", "Entries stored over a present key", |s| s.updates),
+        counter("cachefs.cache.rejections", "{entry}", "Inserts refused as heavier than a shard", |s| s.rejections),
+    ];
+    let (c, attr) = (cache.clone(), name.clone());
+    counters.push(
+        meter
+            .u64_observable_counter("cachefs.cache.loads")
+            .with_unit("{load}")
+            .with_description("Loader calls, by result")
+            .with_callback(move |o| {
+                let s = c.stats();
+                o.observe(s.loads_ok, &[attr.clone(), KeyValue::new("result", "ok")]);
+                o.observe(s.loads_failed, &[attr.clone(), KeyValue::new("result", "failed")]);
+            })
+            .build(),
+    );
+    let (c, attr) = (cache.clone(), name.clone());
+    counters.push(
+        meter
+            .u64_observable_counter("cachefs.cache.removals")
+            .with_unit("{entry}")
+            .with_description("Entries that left the cache, by cause")
+            .with_callback(move |o| {
+                let s = c.stats();
+                for cause in RemovalCause::ALL {
+                    o.observe(s.removed(cause), &[attr.clone(), KeyValue::new("cause", cause.name())]);
+                }
+            })
+            .build(),
+    );
+    let gauge = |metric: &'static str, unit: &'static str, help: &'static str, pick: Pick| {
+        let (c, attr) = (cache.clone(), name.clone());
+        meter
+            .u64_observable_gauge(metric)
+            .with_unit(unit)
+            .with_description(help)
+            .with_callback(move |o| o.observe(pick(&c.stats()), std::slice::from_ref(&attr)))
+            .build()
+    };
+    let gauges = vec![
+        gauge("cachefs.cache.entries", "{entry}", "Entries held now", |s| s.entries),
+        gauge("cachefs.cache.weighted_size", "1", "Sum of the weights of the entries held now", |s| s.weighted_size),
+        gauge("cachefs.cache.capacity", "1", "Maximum weighted size", |s| s.capacity),
+    ];
+    let (c, attr) = (cache.clone(), name);
+    let latency = meter
+        .f64_observable_gauge("cachefs.cache.operation.duration")
+        .with_unit("s")
+        .with_description("Latency of sampled operations, by operation and quantile")
+        .with_callback(move |o| {
+            for l in c.metrics().latency {
+                let op = KeyValue::new("op", l.op.clone());
+                for (q, ns) in
+                    [(0.5, l.p50_ns), (0.95, l.p95_ns), (0.99, l.p99_ns), (0.999, l.p999_ns), (1.0, l.max_ns)]
+                {
+                    o.observe(ns as f64 / 1e9, &[attr.clone(), op.clone(), KeyValue::new("quantile", q)]);
+                }
+            }
+        })
+        .build();
+    Registration { _counters: counters, _gauges: gauges, _latency: latency }
+}
