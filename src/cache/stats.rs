@@ -76,26 +76,7 @@ fn by_cause<S: Serializer>(counts: &[u64; 5], s: S) -> Result<S::Ok, S::Error> {
     map.end()
 }
 
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Stripe {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    inserts: AtomicU64,
-    updates: AtomicU64,
-    rejections: AtomicU64,
-    loads_ok: AtomicU64,
-    loads_failed: AtomicU64,
-    removed: [AtomicU64; 5],
-}
-
-/// The counters of one cache.
-#[derive(Debug)]
-pub(crate) struct Counters {
-    stripes: Box<[Stripe]>,
-}
-
-/// Which counter to bump.
+/// Which counter to bump: an index into a stripe's counters.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Counter {
     Hit,
@@ -107,47 +88,57 @@ pub(crate) enum Counter {
     LoadFailed,
 }
 
+const COUNTERS: usize = 7;
+
+/// One thread's counters: the seven above, then one per removal cause, on cache lines of their own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe([AtomicU64; COUNTERS + 5]);
+
+/// The counters of one cache.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    stripes: Box<[Stripe]>,
+}
+
 impl Counters {
     pub(crate) fn new(stripes: usize) -> Self {
         let n = stripes.next_power_of_two().max(1);
         Counters { stripes: (0..n).map(|_| Stripe::default()).collect() }
     }
 
+    #[inline]
     fn stripe(&self) -> &Stripe {
         &self.stripes[thread_index() & (self.stripes.len() - 1)]
     }
 
+    #[inline]
     pub(crate) fn add(&self, counter: Counter, n: u64) {
-        let s = self.stripe();
-        let c = match counter {
-            Counter::Hit => &s.hits,
-            Counter::Miss => &s.misses,
-            Counter::Insert => &s.inserts,
-            Counter::Update => &s.updates,
-            Counter::Rejection => &s.rejections,
-            Counter::LoadOk => &s.loads_ok,
-            Counter::LoadFailed => &s.loads_failed,
-        };
-        c.fetch_add(n, Relaxed);
+        self.stripe().0[counter as usize].fetch_add(n, Relaxed);
     }
 
     pub(crate) fn removed(&self, cause: RemovalCause, n: u64) {
-        self.stripe().removed[cause.index()].fetch_add(n, Relaxed);
+        self.stripe().0[COUNTERS + cause.index()].fetch_add(n, Relaxed);
     }
 
     /// Sums the stripes into `stats` (gauges are the caller's).
     pub(crate) fn sum_into(&self, stats: &mut CacheStats) {
+        let mut total = [0u64; COUNTERS + 5];
         for s in self.stripes.iter() {
-            stats.hits += s.hits.load(Relaxed);
-            stats.misses += s.misses.load(Relaxed);
-            stats.inserts += s.inserts.load(Relaxed);
-            stats.updates += s.updates.load(Relaxed);
-            stats.rejections += s.rejections.load(Relaxed);
-            stats.loads_ok += s.loads_ok.load(Relaxed);
-            stats.loads_failed += s.loads_failed.load(Relaxed);
-            for (total, c) in stats.removed_by_cause.iter_mut().zip(&s.removed) {
-                *total += c.load(Relaxed);
+            for (t, c) in total.iter_mut().zip(&s.0) {
+                *t += c.load(Relaxed);
             }
+        }
+        let at = |c: Counter| total[c as usize];
+        stats.hits += at(Counter::Hit);
+        stats.misses += at(Counter::Miss);
+        stats.inserts += at(Counter::Insert);
+        stats.updates += at(Counter::Update);
+        stats.rejections += at(Counter::Rejection);
+        stats.loads_ok += at(Counter::LoadOk);
+        stats.loads_failed += at(Counter::LoadFailed);
+        for (i, r) in stats.removed_by_cause.iter_mut().enumerate() {
+            *r += total[COUNTERS + i];
         }
     }
 }

@@ -55,6 +55,8 @@ pub(crate) struct Hybrid {
     capacity: u64,
     sketch: FrequencySketch,
     climber: HillClimber,
+    /// Accesses per climber sample: Caffeine's ten per entry (at least 640).
+    sample: u64,
     entries: usize,
 }
 
@@ -70,6 +72,7 @@ impl Hybrid {
             capacity,
             sketch: FrequencySketch::new(),
             climber: HillClimber::new(capacity),
+            sample: 640,
             entries: 0,
         };
         h.set_window((capacity / 100).max(1));
@@ -85,9 +88,7 @@ impl Hybrid {
 
     /// Feeds the climber one access; applies its verdict at the end of a sample.
     fn climb<K, V>(&mut self, slab: &mut Slab<K, V>, hit: bool) {
-        // Caffeine's sample: ten accesses per entry.
-        let sample = 10 * (self.entries as u64).max(64);
-        let Some(amount) = self.climber.record(hit, sample) else { return };
+        let Some(amount) = self.climber.record(hit, self.sample) else { return };
         let window = (self.window_max as f64 + amount).round().max(0.0) as u64;
         self.resize_window(slab, window);
     }
@@ -122,6 +123,7 @@ impl Hybrid {
 
     pub(crate) fn admit<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
         self.entries += 1;
+        self.sample = 10 * (self.entries as u64).max(64);
         self.sketch.ensure_capacity(self.entries);
 
         self.sketch.increment(slab.entry(idx).hash);

@@ -1,14 +1,15 @@
 //! A count-min sketch of 4-bit counters that ages: the popularity estimate TinyLFU admission uses.
 //!
-//! Each 64-bit word holds sixteen 4-bit counters; a key increments one counter in each of four words
-//! chosen by re-mixing its hash, and its estimate is the minimum of the four. After `10 × width`
-//! increments every counter is halved, so popularity from long ago fades (Einziger, Friedman & Manes,
-//! "TinyLFU: A Highly Efficient Cache Admission Policy", 2017).
+//! Each 64-bit word holds sixteen 4-bit counters. A key's four counters all lie in one 64-byte block (one
+//! cache line) chosen by its hash, one counter in each of four of the block's eight words; its estimate is
+//! the minimum of the four. An increment therefore costs one cache miss, not four (the layout Caffeine
+//! adopted for the same reason). After `10 × words` increments every counter is halved, so popularity
+//! from long ago fades (Einziger, Friedman & Manes, "TinyLFU: A Highly Efficient Cache Admission Policy",
+//! 2017).
 //!
 //! The table grows with the number of entries it must tell apart (doubling, so the steady state
 //! allocates nothing) and is reset when it grows.
 
-const SEEDS: [u64; 4] = [0xc3a5_c85c_97cb_3127, 0xb492_b66f_be98_f273, 0x9ae1_6a3b_2f90_404f, 0xcbf2_9ce4_8422_2325];
 const RESET_MASK: u64 = 0x7777_7777_7777_7777;
 const MAX_WORDS: usize = 1 << 22;
 /// At least 4,096 counters, so that the sketch ages every 2,560 increments or more. A smaller one, sized
@@ -17,22 +18,27 @@ const MAX_WORDS: usize = 1 << 22;
 /// Measured on the shared traces: mean hit ratio +0.7 pp over sizing by entries alone (docs/hit-ratio.md).
 const MIN_WORDS: usize = 256;
 
+/// Eight words: one cache line.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
+struct Block([u64; 8]);
+
 #[derive(Debug)]
 pub(crate) struct FrequencySketch {
-    table: Vec<u64>,
+    blocks: Vec<Block>,
     additions: u64,
     sample_size: u64,
 }
 
 impl FrequencySketch {
     pub(crate) fn new() -> Self {
-        let mut s = FrequencySketch { table: Vec::new(), additions: 0, sample_size: 0 };
+        let mut s = FrequencySketch { blocks: Vec::new(), additions: 0, sample_size: 0 };
         s.resize(MIN_WORDS);
         s
     }
 
     fn resize(&mut self, words: usize) {
-        self.table = vec![0; words];
+        self.blocks = vec![Block::default(); words / 8];
         self.additions = 0;
         self.sample_size = 10 * words as u64;
     }
@@ -40,52 +46,64 @@ impl FrequencySketch {
     /// Makes room to tell apart about `entries` keys.
     pub(crate) fn ensure_capacity(&mut self, entries: usize) {
         let want = entries.next_power_of_two().clamp(MIN_WORDS, MAX_WORDS);
-        if want > self.table.len() {
+        if want > self.blocks.len() * 8 {
             self.resize(want);
         }
     }
 
-    fn slot(&self, hash: u64, i: usize) -> (usize, u32) {
-        let h = (hash ^ SEEDS[i]).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let h = h ^ (h >> 29);
-        let word = (h as usize) & (self.table.len() - 1);
-        let shift = ((h >> 58) as u32 & 15) * 4;
+    /// The block of `hash`'s counters, and 32 bits that pick the four counters within it.
+    #[inline]
+    fn locate(&self, hash: u64) -> (usize, u32) {
+        // Re-mix: the cache's hash also picks the shard and the table slot, so use other bits.
+        let h = hash.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let h = h ^ (h >> 32);
+        ((h as usize) & (self.blocks.len() - 1), (h >> 32) as u32)
+    }
+
+    /// Counter `i` (0..4) of a key: word `i` or `i + 4` of its block, and one of that word's 16 nibbles.
+    #[inline]
+    fn counter(sel: u32, i: u32) -> (usize, u32) {
+        let word = (i + 4 * ((sel >> i) & 1)) as usize;
+        let shift = ((sel >> (4 + 4 * i)) & 15) * 4;
         (word, shift)
     }
 
     /// Estimated accesses of `hash` in the current sample, 0 to 15.
     pub(crate) fn frequency(&self, hash: u64) -> u8 {
-        (0..4)
-            .map(|i| {
-                let (w, s) = self.slot(hash, i);
-                ((self.table[w] >> s) & 15) as u8
-            })
-            .min()
-            .unwrap_or(0)
+        let (b, sel) = self.locate(hash);
+        let block = &self.blocks[b].0;
+        let mut min = 15;
+        for i in 0..4 {
+            let (w, s) = Self::counter(sel, i);
+            min = min.min((block[w] >> s) & 15);
+        }
+        min as u8
     }
 
     /// Records one access of `hash`.
     pub(crate) fn increment(&mut self, hash: u64) {
-        let mut added = false;
+        let (b, sel) = self.locate(hash);
+        let block = &mut self.blocks[b].0;
+        let mut added = 0;
         for i in 0..4 {
-            let (w, s) = self.slot(hash, i);
-            if (self.table[w] >> s) & 15 < 15 {
-                self.table[w] += 1 << s;
-                added = true;
-            }
+            let (w, s) = Self::counter(sel, i);
+            // Branch-free saturating increment: add 1 unless the nibble is already 15.
+            let inc = u64::from((block[w] >> s) & 15 != 15);
+            block[w] += inc << s;
+            added |= inc;
         }
-        if added {
-            self.additions += 1;
-            if self.additions >= self.sample_size {
-                self.age();
-            }
+        self.additions += added;
+        if self.additions >= self.sample_size {
+            self.age();
         }
     }
 
     /// Halves every counter.
     fn age(&mut self) {
-        for w in &mut self.table {
-            *w = (*w >> 1) & RESET_MASK;
+        for b in &mut self.blocks {
+            for w in &mut b.0 {
+                *w = (*w >> 1) & RESET_MASK;
+            }
         }
         self.additions /= 2;
     }
