@@ -190,9 +190,40 @@ fn latency_overhead(c: &mut Criterion) {
     group.finish();
 }
 
+/// Batch calls against a loop of single-key calls, 1,000 keys (resident, spread over every shard).
+fn batches(c: &mut Criterion) {
+    let cache = cachefs::Cache::<u64, Val>::new(CAPACITY);
+    let value: Val = Arc::new([7; 64]);
+    let keys: Vec<u64> = (0..1_000u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+    let refs: Vec<&u64> = keys.iter().collect();
+    let pairs = || keys.iter().map(|&k| (k, value.clone()));
+    cache.insert_many(pairs());
+    let mut group = c.benchmark_group("batch_1000");
+    group.throughput(Throughput::Elements(1_000));
+    group.bench_function("get_many", |b| b.iter(|| black_box(cache.get_many(&refs))));
+    group.bench_function("get_loop", |b| b.iter(|| keys.iter().map(|k| cache.get(k)).collect::<Vec<_>>()));
+    group.bench_function("insert_many", |b| b.iter(|| cache.insert_many(pairs())));
+    group.bench_function("insert_loop", |b| b.iter(|| pairs().for_each(|(k, v)| cache.insert(k, v))));
+    group.bench_function("invalidate_many", |b| {
+        b.iter_batched(
+            || cache.insert_many(pairs()),
+            |_| cache.invalidate_many(&refs),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("invalidate_loop", |b| {
+        b.iter_batched(
+            || cache.insert_many(pairs()),
+            |_| keys.iter().filter(|k| cache.invalidate(*k)).count(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = throughput, latency_overhead
+    targets = throughput, latency_overhead, batches
 }
 criterion_main!(benches);

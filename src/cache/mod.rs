@@ -20,6 +20,7 @@
 //! The read buffer's atomics protect only its own cells. A flight table's mutex guards its table; each
 //! flight's mutex guards its outcome.
 
+mod batch;
 mod builder;
 mod entry;
 mod expiry;
@@ -63,6 +64,15 @@ use stats::{Counter, Counters};
 // order nothing).
 pub(crate) type Weigher<K, V> = std::sync::Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
 pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(K, V, RemovalCause) + Send + Sync>;
+
+/// What a lookup under the shared lock found.
+enum Read<V> {
+    /// The value, and the slot and generation to record the read against.
+    Hit(V, u32, u32),
+    Miss,
+    /// Present but expired: the caller should reclaim it (under the write lock).
+    Expired,
+}
 
 /// A shard with its lock and what lives beside the lock. Padded so neighbouring shards' lock words do
 /// not share a cache line.
@@ -253,9 +263,13 @@ where
         self.inner.hasher.hash_one(key)
     }
 
-    fn shard(&self, hash: u64) -> &LockedShard<K, V> {
+    fn shard_index(&self, hash: u64) -> usize {
         // Bits 32.. pick the shard; hashbrown uses the low bits and the top seven within a shard.
-        &self.inner.shards[((hash >> 32) & self.inner.shard_mask) as usize]
+        ((hash >> 32) & self.inner.shard_mask) as usize
+    }
+
+    fn shard(&self, hash: u64) -> &LockedShard<K, V> {
+        &self.inner.shards[self.shard_index(hash)]
     }
 
     /// The value for `key`, if present and not expired.
@@ -297,21 +311,40 @@ where
         Q: Eq + ?Sized,
     {
         let locked = self.shard(hash);
-        let shard = locked.shard.read();
-        let idx = shard.find(hash, key)?;
+        let read = self.read_entry(&locked.shard.read(), hash, key);
+        match read {
+            Read::Hit(value, idx, generation) => {
+                self.record_read(locked, idx, generation);
+                Some(value)
+            }
+            Read::Miss => None,
+            Read::Expired => {
+                self.write(locked, true, |_, _, _| ());
+                None
+            }
+        }
+    }
+
+    /// Looks `key` up in `shard`, whose shared lock the caller holds.
+    fn read_entry<Q>(&self, shard: &Shard<K, V>, hash: u64, key: &Q) -> Read<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let Some(idx) = shard.find(hash, key) else { return Read::Miss };
         let e = shard.entry(idx);
         if shard.may_expire(e) {
             let now = self.inner.clock.now();
             if shard.is_expired(e, now) {
-                drop(shard);
-                self.write(locked, true, |_, _, _| ());
-                return None;
+                return Read::Expired;
             }
             e.accessed_at.store(now, Relaxed);
         }
-        let value = e.value.clone();
-        let generation = shard.generation(idx);
-        drop(shard);
+        Read::Hit(e.value.clone(), idx, shard.generation(idx))
+    }
+
+    /// Records a read of slot `idx` for the policy, with no lock held.
+    fn record_read(&self, locked: &LockedShard<K, V>, idx: u32, generation: u32) {
         match locked.reads.push(idx, generation) {
             Pushed::Recorded => {}
             pushed => {
@@ -324,7 +357,6 @@ where
                 }
             }
         }
-        Some(value)
     }
 
     /// Runs `f` on the shard under its exclusive lock, after replaying buffered reads and, when `now` is
