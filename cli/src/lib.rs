@@ -3,6 +3,9 @@
 //! reports (Markdown, JSON, SVG).
 
 pub mod capacity;
+pub mod compare;
+pub mod peers;
 pub mod replay;
 pub mod report;
 pub mod trace;
+pub mod workload;

@@ -8,11 +8,16 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use cachefs_cli::capacity::{self, Capacity, CapacityError};
+use cachefs_cli::compare::{self, memory::Counting};
 use cachefs_cli::replay::{self, Contender, UnknownContender};
 use cachefs_cli::report::{self, PlotError};
 use cachefs_cli::trace::{self, TraceError};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// Counts heap bytes, for `compare`'s memory table; otherwise the system allocator unchanged.
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 #[derive(Parser, Debug)]
 #[command(name = "cachefs", version, about = "Measure the cachefs engine against its peers")]
@@ -23,6 +28,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Compare cachefs with quick_cache, moka, mini-moka and Mutex<LruCache>: throughput by workload and
+    /// thread count, memory per entry, hit ratio on two embedded traces. About 1-2 minutes.
+    Compare {
+        /// Measuring time per table cell, in seconds.
+        #[arg(long, default_value_t = 0.25)]
+        seconds_per_cell: f64,
+        /// Thread counts, comma-separated.
+        #[arg(long, default_value = "1,2,4")]
+        threads: String,
+        /// Directory holding arc_P3.keys.gz for the replay workload (skipped if absent).
+        #[arg(long, default_value = "../shared/traces")]
+        traces: PathBuf,
+        /// Where to write the SVG chart.
+        #[arg(long, default_value = "target/cachefs-compare.svg")]
+        plot: PathBuf,
+        /// A tiny run (seconds), for smoke tests.
+        #[arg(long)]
+        smoke: bool,
+    },
     /// Replay cache traces (one u64 key per line, gzip or plain) and print hit ratios.
     Replay {
         /// Trace files.
@@ -61,6 +85,12 @@ enum CliError {
     Plot(#[from] PlotError),
     #[error("--shards must be at least 1")]
     Shards,
+    #[error("--threads takes whole numbers from 1 to 64, comma-separated, got {0:?}")]
+    Threads(String),
+    #[error("--seconds-per-cell must be a positive number of seconds, got {0}")]
+    CellTime(f64),
+    #[error("cannot create the chart's directory {path}: {source}")]
+    ChartDir { path: String, source: std::io::Error },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +106,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Compare { seconds_per_cell, threads, traces, plot, smoke } => {
+            compare_command(seconds_per_cell, &threads, &traces, &plot, smoke)
+        }
         Command::Replay { traces, capacity, policy, shards, plot, json, threads } => {
             let capacities: Vec<Capacity> = capacity::parse_list(&capacity)?;
             let contenders: Vec<Contender> =
@@ -107,4 +140,64 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+fn compare_command(
+    seconds_per_cell: f64,
+    threads: &str,
+    traces: &std::path::Path,
+    plot: &std::path::Path,
+    smoke: bool,
+) -> Result<(), CliError> {
+    let started = Instant::now();
+    let threads: Vec<usize> = threads
+        .split(',')
+        .map(|t| t.trim().parse().ok().filter(|n| (1..=64).contains(n)))
+        .collect::<Option<_>>()
+        .ok_or_else(|| CliError::Threads(threads.to_string()))?;
+    if !(seconds_per_cell.is_finite() && seconds_per_cell > 0.0) {
+        return Err(CliError::CellTime(seconds_per_cell));
+    }
+    let mut settings = if smoke { compare::Settings::smoke() } else { compare::Settings::full() };
+    settings.threads = threads;
+    if !smoke {
+        settings.cell_time = std::time::Duration::from_secs_f64(seconds_per_cell);
+        settings.p3 = compare::find_p3(traces);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("# cachefs compare\n");
+    println!(
+        "{cores} cores; {:.2} s per cell; Zipf(0.99) keys, values Arc<[u8; 64]>; ratio = cachefs ÷ peer.\n",
+        settings.cell_time.as_secs_f64()
+    );
+    if settings.p3.is_none() && !smoke {
+        println!("(arc_P3 not found in {}: its replay workload is skipped.)\n", traces.display());
+    }
+    let cells = 4 + usize::from(settings.p3.is_some());
+    let bar = ProgressBar::new((cells * settings.threads.len() * 6) as u64).with_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let rows = compare::throughput(&settings, &|cell| {
+        bar.set_message(cell.to_string());
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    println!("## Throughput, million operations per second\n\n{}", compare::throughput_table(&rows));
+    if settings.memory_entries > 0 {
+        let table = compare::memory_table(settings.memory_entries);
+        if !table.is_empty() {
+            println!("## Memory\n\n{table}");
+        }
+    }
+    let embedded = compare::embedded_traces()?;
+    println!("## Hit ratio (%), embedded traces\n\n{}", compare::hit_ratio_table(&embedded, cores));
+    if let Some(dir) = plot.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| CliError::ChartDir { path: dir.display().to_string(), source })?;
+    }
+    compare::plot_throughput(&rows, plot)?;
+    println!("Chart: {} (W1..W{cells}: the workloads in table order).", plot.display());
+    eprintln!("compare finished in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
