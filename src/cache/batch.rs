@@ -62,16 +62,13 @@ where
             // trip through the read buffer (readers of this shard wait for the group, not for the batch).
             self.write(&self.inner.shards[group[0].0], false, |shard, now, _| {
                 for &(_, i) in group {
+                    // `write` reclaimed what had expired by `now`, so whatever is found is live.
                     if let Some(idx) = shard.find(hashes[i], keys[i]) {
-                        let e = shard.entry(idx);
-                        let live = !shard.may_expire(e) || now.is_some_and(|now| !shard.is_expired(e, now));
-                        if live {
-                            if let Some(now) = now {
-                                e.accessed_at.store(now, crate::sync::Ordering::Relaxed);
-                            }
-                            out[i] = Some(e.value.clone());
-                            shard.record_read(idx, shard.generation(idx));
+                        if let (true, Some(now)) = (shard.may_expire(idx), now) {
+                            shard.note_access(idx, now);
                         }
+                        out[i] = Some(shard.entry(idx).value.clone());
+                        shard.record_read(idx, shard.generation(idx));
                     }
                 }
             });
@@ -105,8 +102,7 @@ where
                 };
                 let (mut inserts, mut updates) = (0, 0);
                 for ((hash, key, value), weight) in group.into_iter().zip(weights) {
-                    let entry = Entry::new(key, value, hash, weight, expires_at, now.unwrap_or(0));
-                    match shard.insert(entry, now, out) {
+                    match shard.insert(Entry::new(key, value, hash, weight), expires_at, now, out) {
                         Inserted::New => inserts += 1,
                         Inserted::Updated => updates += 1,
                         Inserted::Rejected(k, v) => rejected.push((k, v)),

@@ -71,15 +71,15 @@ impl TimerWheel {
             self.buckets = vec![List::default(); LEVELS * SLOTS];
         }
         let b = self.locate(deadline);
-        let e = slab.entry_mut(idx);
-        debug_assert_eq!(e.bucket, NO_BUCKET);
-        e.timer = deadline;
-        e.bucket = b as u16;
+        let t = slab.timer_mut(idx);
+        debug_assert_eq!(t.bucket, NO_BUCKET);
+        t.filed = deadline;
+        t.bucket = b as u16;
         if b == self.current_bucket() {
             // Keep the current bucket sorted: walk back from the tail to the first earlier deadline.
             let mut after = self.buckets[b].tail();
             while let Some(t) = after {
-                if slab.entry(t).timer <= deadline {
+                if slab.timer(t).filed <= deadline {
                     break;
                 }
                 after = Some(slab.link(t, Lane::Timer).prev).filter(|&p| p != super::slab::NIL);
@@ -103,7 +103,7 @@ impl TimerWheel {
 
     /// Takes `idx` out of the wheel if it is filed.
     pub(crate) fn unschedule<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
-        let b = slab.entry(idx).bucket;
+        let b = slab.timer(idx).bucket;
         if b == NO_BUCKET {
             return;
         }
@@ -112,7 +112,7 @@ impl TimerWheel {
         if self.buckets[b].is_empty() {
             self.occupied[b / SLOTS] &= !(1 << (b % SLOTS));
         }
-        slab.entry_mut(idx).bucket = NO_BUCKET;
+        slab.timer_mut(idx).bucket = NO_BUCKET;
         self.len -= 1;
     }
 
@@ -124,7 +124,7 @@ impl TimerWheel {
 
     fn detach<K, V>(&mut self, slab: &mut Slab<K, V>, b: usize, out: &mut Vec<u32>) {
         while let Some(idx) = self.buckets[b].pop_front(slab, Lane::Timer) {
-            slab.entry_mut(idx).bucket = NO_BUCKET;
+            slab.timer_mut(idx).bucket = NO_BUCKET;
             self.len -= 1;
             out.push(idx);
         }
@@ -160,7 +160,7 @@ impl TimerWheel {
             let mut keep = start;
             for i in start..due.len() {
                 let idx = due[i];
-                let deadline = slab.entry(idx).deadline(tti);
+                let deadline = slab.timer(idx).deadline(tti);
                 if deadline <= now {
                     due[keep] = idx;
                     keep += 1;
@@ -186,11 +186,11 @@ impl TimerWheel {
     fn pop_due<K, V>(&mut self, slab: &mut Slab<K, V>, tti: Option<u64>, expired: &mut Vec<u32>) {
         let cur = self.current_bucket();
         while let Some(h) = self.buckets[cur].head() {
-            if slab.entry(h).timer > self.now {
+            if slab.timer(h).filed > self.now {
                 break;
             }
             self.unschedule(slab, h);
-            let deadline = slab.entry(h).deadline(tti);
+            let deadline = slab.timer(h).deadline(tti);
             if deadline <= self.now {
                 expired.push(h);
             } else {
@@ -221,18 +221,18 @@ impl TimerWheel {
         for (b, list) in self.buckets.iter().enumerate() {
             let mut last = 0;
             for idx in list.iter(slab, Lane::Timer) {
-                let e = slab.entry(idx);
-                assert_eq!(e.bucket as usize, b, "entry filed in the wrong bucket");
+                let t = slab.timer(idx);
+                assert_eq!(t.bucket as usize, b, "entry filed in the wrong bucket");
                 if b == self.current_bucket() {
-                    assert!(e.timer >= last, "current bucket out of order");
-                    last = e.timer;
+                    assert!(t.filed >= last, "current bucket out of order");
+                    last = t.filed;
                 }
                 n += 1;
             }
             assert_eq!(list.is_empty(), self.occupied[b / SLOTS] & (1 << (b % SLOTS)) == 0);
         }
         assert_eq!(n, self.len, "wheel length");
-        let filed = slab.iter().filter(|(_, e)| e.bucket != NO_BUCKET).count();
+        let filed = slab.iter().filter(|&(i, _)| slab.has_timers() && slab.timer(i).bucket != NO_BUCKET).count();
         assert_eq!(filed, self.len, "entries marked filed");
     }
 }
@@ -246,8 +246,10 @@ mod tests {
 
     fn slab_with(deadlines: &[u64]) -> Slab<usize, ()> {
         let mut s = Slab::new();
+        s.enable_timers();
         for (k, &d) in deadlines.iter().enumerate() {
-            s.insert(Entry::new(k, (), 0, 1, d, 0));
+            let i = s.insert(Entry::new(k, (), 0, 1));
+            s.timer_mut(i).start(d, 0);
         }
         s
     }
@@ -278,7 +280,7 @@ mod tests {
         let mut slab = slab_with(&[3_000_000_000, 1_000, 50_000_000]);
         let mut w = TimerWheel::new(0);
         for i in 0..3 {
-            let d = slab.entry(i).expires_at;
+            let d = slab.timer(i).expires_at;
             w.schedule(&mut slab, i, d);
         }
         assert_eq!(w.earliest(), Some(1));
@@ -296,7 +298,7 @@ mod tests {
         let mut w = TimerWheel::new(0);
         let tti = Some(100_000_000);
         w.schedule(&mut slab, 0, 100_000_000);
-        slab.entry(0).accessed_at.store(80_000_000, crate::sync::Ordering::Relaxed);
+        slab.timer(0).accessed_at.store(80_000_000, crate::sync::Ordering::Relaxed);
         let mut out = Vec::new();
         w.advance(&mut slab, 150_000_000, tti, &mut out);
         assert!(out.is_empty());

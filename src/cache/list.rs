@@ -60,7 +60,7 @@ impl List {
         } else {
             slab.link_mut(link.next, lane).prev = link.prev;
         }
-        *slab.link_mut(idx, lane) = super::slab::Link { prev: NIL, next: NIL };
+        *slab.link_mut(idx, lane) = super::slab::Link::UNLINKED;
     }
 
     pub(crate) fn pop_front<K, V>(&mut self, slab: &mut Slab<K, V>, lane: Lane) -> Option<u32> {
@@ -99,12 +99,11 @@ impl List {
 mod tests {
     use super::*;
     use crate::cache::entry::Entry;
-    use crate::clock::NEVER;
 
     fn slab(n: u32) -> Slab<u32, ()> {
         let mut s = Slab::new();
         for k in 0..n {
-            s.insert(Entry::new(k, (), 0, 1, NEVER, 0));
+            s.insert(Entry::new(k, (), 0, 1));
         }
         s
     }
@@ -137,6 +136,7 @@ mod tests {
     #[test]
     fn lanes_are_independent() {
         let mut s = slab(3);
+        s.enable_timers();
         let (mut a, mut b) = (List::default(), List::default());
         for i in 0..3 {
             a.push_back(&mut s, Lane::Policy, i);

@@ -298,10 +298,9 @@ where
     {
         let hash = self.hash(key);
         let shard = self.shard(hash).shard.read();
-        shard.find(hash, key).is_some_and(|idx| {
-            let e = shard.entry(idx);
-            !shard.may_expire(e) || !shard.is_expired(e, self.inner.clock.now())
-        })
+        shard
+            .find(hash, key)
+            .is_some_and(|idx| !shard.may_expire(idx) || !shard.is_expired(idx, self.inner.clock.now()))
     }
 
     /// The lookup behind `get`, without counting.
@@ -332,15 +331,14 @@ where
         Q: Eq + ?Sized,
     {
         let Some(idx) = shard.find(hash, key) else { return Read::Miss };
-        let e = shard.entry(idx);
-        if shard.may_expire(e) {
+        if shard.may_expire(idx) {
             let now = self.inner.clock.now();
-            if shard.is_expired(e, now) {
+            if shard.is_expired(idx, now) {
                 return Read::Expired;
             }
-            e.accessed_at.store(now, Relaxed);
+            shard.note_access(idx, now);
         }
-        Read::Hit(e.value.clone(), idx, shard.generation(idx))
+        Read::Hit(shard.entry(idx).value.clone(), idx, shard.generation(idx))
     }
 
     /// Records a read of slot `idx` for the policy, with no lock held.
@@ -420,8 +418,7 @@ where
                 (Some(ttl), Some(now)) => deadline_after(now, ttl),
                 _ => NEVER,
             };
-            let entry = Entry::new(key, value, hash, weight, expires_at, now.unwrap_or(0));
-            match shard.insert(entry, now, out) {
+            match shard.insert(Entry::new(key, value, hash, weight), expires_at, now, out) {
                 Inserted::New => {
                     self.inner.counters.add(Counter::Insert, 1);
                     None

@@ -91,14 +91,20 @@ impl<K: Eq, V> Shard<K, V> {
         self.slab.generation(idx)
     }
 
-    /// Whether `entry` is past its deadline at `now`.
-    pub(crate) fn is_expired(&self, entry: &Entry<K, V>, now: u64) -> bool {
-        entry.is_expired(self.tti, now)
+    /// Whether reads of slot `idx` must consult the clock.
+    #[inline]
+    pub(crate) fn may_expire(&self, idx: u32) -> bool {
+        self.slab.has_timers() && (self.tti.is_some() || self.slab.timer(idx).expires_at != NEVER)
     }
 
-    /// Whether reads of `entry` must consult the clock.
-    pub(crate) fn may_expire(&self, entry: &Entry<K, V>) -> bool {
-        self.tti.is_some() || entry.expires_at != NEVER
+    /// Whether slot `idx` is past its deadline at `now` (only meaningful when [`Shard::may_expire`]).
+    pub(crate) fn is_expired(&self, idx: u32, now: u64) -> bool {
+        self.slab.timer(idx).is_expired(self.tti, now)
+    }
+
+    /// Notes a read of slot `idx` at `now`, for time-to-idle. Callers hold the shared lock at least.
+    pub(crate) fn note_access(&self, idx: u32, now: u64) {
+        self.slab.timer(idx).accessed_at.store(now, crate::sync::Ordering::Relaxed);
     }
 
     /// Applies a read recorded earlier, if slot `idx` still holds the entry that was read.
@@ -108,11 +114,18 @@ impl<K: Eq, V> Shard<K, V> {
         }
     }
 
-    /// Stores `new` (built by [`Entry::new`]), replacing the entry with an equal key.
+    /// Stores `new` (built by [`Entry::new`]) with TTL deadline `expires_at` ([`NEVER`] for none),
+    /// replacing the entry with an equal key.
     ///
     /// `now` is `Some` whenever any entry may have a deadline; the caller has already reclaimed what
     /// expired by then ([`Shard::expire`]), so capacity evictions only ever take live entries.
-    pub(crate) fn insert(&mut self, new: Entry<K, V>, now: Option<u64>, out: &mut Removals<K, V>) -> Inserted<K, V> {
+    pub(crate) fn insert(
+        &mut self,
+        new: Entry<K, V>,
+        expires_at: u64,
+        now: Option<u64>,
+        out: &mut Removals<K, V>,
+    ) -> Inserted<K, V> {
         let existing = self.find(new.hash, &new.key);
         if u64::from(new.weight) > self.capacity {
             if let Some(idx) = existing {
@@ -121,19 +134,19 @@ impl<K: Eq, V> Shard<K, V> {
             }
             return Inserted::Rejected(new.key, new.value);
         }
-        let outcome = match existing {
+        if expires_at != NEVER || self.tti.is_some() {
+            self.slab.enable_timers();
+        }
+        let (idx, outcome) = match existing {
             Some(idx) => {
                 let e = self.slab.entry_mut(idx);
                 let old_weight = std::mem::replace(&mut e.weight, new.weight);
                 let old_value = std::mem::replace(&mut e.value, new.value);
-                e.expires_at = new.expires_at;
-                e.accessed_at.store(now.unwrap_or(0), crate::sync::Ordering::Relaxed);
                 self.weight = self.weight - u64::from(old_weight) + u64::from(new.weight);
                 self.policy.reweigh(&mut self.slab, idx, old_weight);
                 self.policy.touch(&mut self.slab, idx);
-                self.file_timer(idx);
                 out.push(Removal { key: new.key, value: old_value, cause: RemovalCause::Replaced });
-                Inserted::Updated
+                (idx, Inserted::Updated)
             }
             None => {
                 let (hash, weight) = (new.hash, new.weight);
@@ -142,16 +155,19 @@ impl<K: Eq, V> Shard<K, V> {
                 self.map.insert_unique(hash, idx, |&i| slab.entry(i).hash);
                 self.weight += u64::from(weight);
                 self.policy.admit(&mut self.slab, idx);
-                self.file_timer(idx);
-                Inserted::New
+                (idx, Inserted::New)
             }
         };
+        if self.slab.has_timers() {
+            self.slab.timer_mut(idx).start(expires_at, now.unwrap_or(0));
+            self.file_timer(idx);
+        }
         self.evict_to_fit(out);
         outcome
     }
 
     fn file_timer(&mut self, idx: u32) {
-        let deadline = self.slab.entry(idx).deadline(self.tti);
+        let deadline = self.slab.timer(idx).deadline(self.tti);
         if deadline == NEVER {
             self.wheel.unschedule(&mut self.slab, idx);
         } else {
@@ -172,7 +188,9 @@ impl<K: Eq, V> Shard<K, V> {
             found.remove();
         }
         self.policy.unlink(&mut self.slab, idx);
-        self.wheel.unschedule(&mut self.slab, idx);
+        if self.slab.has_timers() {
+            self.wheel.unschedule(&mut self.slab, idx);
+        }
         let e = self.slab.remove(idx);
         self.weight -= u64::from(e.weight);
         Removal { key: e.key, value: e.value, cause }
@@ -220,7 +238,7 @@ impl<K: Eq, V> Shard<K, V> {
     {
         self.slab
             .iter()
-            .filter(|(_, e)| now.is_none_or(|now| !e.is_expired(self.tti, now)))
+            .filter(|&(i, _)| !self.may_expire(i) || now.is_none_or(|now| !self.is_expired(i, now)))
             .map(|(_, e)| (e.key.clone(), e.value.clone()))
             .collect()
     }
@@ -260,7 +278,7 @@ mod tests {
         if let Some(now) = now {
             s.expire(now, &mut out);
         }
-        s.insert(Entry::new(k, k * 10, k.wrapping_mul(0x9e37_79b9_7f4a_7c15), w, expires_at, 0), now, &mut out);
+        s.insert(Entry::new(k, k * 10, k.wrapping_mul(0x9e37_79b9_7f4a_7c15), w), expires_at, now, &mut out);
         s.validate();
         out
     }
@@ -296,7 +314,7 @@ mod tests {
         let mut s = shard(Policy::Hybrid, 4);
         put(&mut s, 1, 1, NEVER, None);
         let mut out = Removals::new();
-        let r = s.insert(Entry::new(1, 99, 1u64.wrapping_mul(0x9e37_79b9_7f4a_7c15), 5, NEVER, 0), None, &mut out);
+        let r = s.insert(Entry::new(1, 99, 1u64.wrapping_mul(0x9e37_79b9_7f4a_7c15), 5), NEVER, None, &mut out);
         assert!(matches!(r, Inserted::Rejected(1, 99)));
         assert_eq!(out.len(), 1, "the old value is not kept");
         assert_eq!(s.len(), 0);

@@ -226,7 +226,6 @@ impl Hybrid {
 mod tests {
     use super::*;
     use crate::cache::entry::Entry;
-    use crate::clock::NEVER;
 
     /// Inserts keys into a tiny model of the shard loop: admit, then evict while over capacity.
     fn run(h: &mut Hybrid, slab: &mut Slab<u64, ()>, cap: u64, keys: &[u64], resident: &mut Vec<(u64, u32)>) {
@@ -235,7 +234,7 @@ mod tests {
                 h.touch(slab, idx);
                 continue;
             }
-            let idx = slab.insert(Entry::new(k, (), k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1, NEVER, 0));
+            let idx = slab.insert(Entry::new(k, (), k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1));
             h.admit(slab, idx);
             resident.push((k, idx));
             while resident.len() as u64 > cap {

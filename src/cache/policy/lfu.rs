@@ -99,13 +99,12 @@ impl Lfu {
 mod tests {
     use super::*;
     use crate::cache::entry::Entry;
-    use crate::clock::NEVER;
 
     #[test]
     fn evicts_least_frequent_then_least_recent_and_ages() {
         let mut slab = Slab::new();
         let mut lfu = Lfu::default();
-        let ids: Vec<u32> = (0..3u32).map(|k| slab.insert(Entry::new(k, (), 0, 1, NEVER, 0))).collect();
+        let ids: Vec<u32> = (0..3u32).map(|k| slab.insert(Entry::new(k, (), 0, 1))).collect();
         for &i in &ids {
             lfu.admit(&mut slab, i);
         }
