@@ -7,6 +7,7 @@ use plotters::prelude::*;
 use super::Row;
 use crate::peers::Peer;
 use crate::report::PlotError;
+use crate::report::plot::{legend, line};
 
 const COLOURS: [RGBColor; 6] = [
     RGBColor(214, 39, 40),
@@ -46,24 +47,11 @@ pub fn plot_throughput(rows: &[Row], path: &Path) -> Result<(), PlotError> {
             .draw()
             .map_err(|e| err(&e))?;
         for (i, peer) in Peer::ALL.iter().enumerate() {
-            let colour = COLOURS[i % COLOURS.len()];
             let points: Vec<(f64, f64)> =
                 mine.iter().enumerate().filter_map(|(x, r)| r.mops[i].map(|m| (x as f64, m))).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(peer.name())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2)));
-            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, colour.filled()))).map_err(|e| err(&e))?;
+            line(&mut chart, points, COLOURS[i % COLOURS.len()], peer.name()).map_err(|e| err(&e))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 11))
-            .draw()
-            .map_err(|e| err(&e))?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))
 }

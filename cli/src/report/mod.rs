@@ -1,6 +1,6 @@
 //! Reports of a sweep: Markdown tables, JSON and an SVG chart.
 
-mod plot;
+pub(crate) mod plot;
 mod table;
 
 pub use plot::{PlotError, plot};

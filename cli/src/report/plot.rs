@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::replay::TraceResult;
@@ -26,6 +27,37 @@ const COLOURS: [RGBColor; 8] = [
     RGBColor(227, 119, 194),
     RGBColor(0, 0, 0),
 ];
+
+/// A chart with `f64` axes drawn to SVG, as both charts of the `cachefs` command use.
+pub(crate) type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws one labelled line with a dot at each point.
+pub(crate) fn line(
+    chart: &mut Chart<'_, '_>,
+    points: Vec<(f64, f64)>,
+    colour: RGBColor,
+    label: &str,
+) -> Result<(), String> {
+    chart
+        .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+        .map_err(|e| e.to_string())?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2)));
+    chart.draw_series(points.into_iter().map(|p| Circle::new(p, 2, colour.filled()))).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Draws the legend of the lines drawn so far.
+pub(crate) fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 11))
+        .draw()
+        .map_err(|e| e.to_string())
+}
 
 /// Draws `results` into an SVG file at `path`.
 pub fn plot(results: &[TraceResult], path: &Path) -> Result<(), PlotError> {
@@ -54,23 +86,10 @@ pub fn plot(results: &[TraceResult], path: &Path) -> Result<(), PlotError> {
             .draw()
             .map_err(|e| err(&e))?;
         for (i, name) in r.contenders.iter().enumerate() {
-            let colour = COLOURS[i % COLOURS.len()];
             let points: Vec<(f64, f64)> = r.rows.iter().map(|row| (row.percent, row.hit_ratio[i])).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2)));
-            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 2, colour.filled()))).map_err(|e| err(&e))?;
+            line(&mut chart, points, COLOURS[i % COLOURS.len()], name).map_err(|e| err(&e))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 11))
-            .draw()
-            .map_err(|e| err(&e))?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
