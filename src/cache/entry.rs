@@ -1,7 +1,7 @@
 //! One cached entry, and the expiry bookkeeping a slot carries when its cache has deadlines.
 
 use crate::clock::NEVER;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU8, AtomicU64, Ordering};
 
 use super::slab::Link;
 
@@ -19,11 +19,14 @@ pub(crate) struct Entry<K, V> {
     pub(crate) queue: u8,
     /// The entry's own frequency counter (LFU).
     pub(crate) freq: u8,
+    /// The shard's read epoch when a read of this entry was last recorded (see `Shard::read_epoch`).
+    /// Readers store it under the shared lock, hence atomic; Relaxed: it only filters duplicate records.
+    pub(crate) read_epoch: AtomicU8,
 }
 
 impl<K, V> Entry<K, V> {
     pub(crate) fn new(key: K, value: V, hash: u64, weight: u32) -> Self {
-        Entry { key, value, hash, weight, queue: 0, freq: 0 }
+        Entry { key, value, hash, weight, queue: 0, freq: 0, read_epoch: AtomicU8::new(0) }
     }
 }
 

@@ -67,8 +67,8 @@ pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(K, V, RemovalCause) + Sen
 
 /// What a lookup under the shared lock found.
 enum Read<V> {
-    /// The value, and the slot and generation to record the read against.
-    Hit(V, u32, u32),
+    /// The value, and the slot and generation to record the read against (if it is to be recorded).
+    Hit(V, Option<(u32, u32)>),
     Miss,
     /// Present but expired: the caller should reclaim it (under the write lock).
     Expired,
@@ -312,8 +312,10 @@ where
         let locked = self.shard(hash);
         let read = self.read_entry(&locked.shard.read(), hash, key);
         match read {
-            Read::Hit(value, idx, generation) => {
-                self.record_read(locked, idx, generation);
+            Read::Hit(value, record) => {
+                if let Some((idx, generation)) = record {
+                    self.record_read(locked, idx, generation);
+                }
                 Some(value)
             }
             Read::Miss => None,
@@ -338,7 +340,8 @@ where
             }
             shard.note_access(idx, now);
         }
-        Read::Hit(shard.entry(idx).value.clone(), idx, shard.generation(idx))
+        let record = shard.should_record(idx);
+        Read::Hit(shard.entry(idx).value.clone(), record.then(|| (idx, shard.generation(idx))))
     }
 
     /// Records a read of slot `idx` for the policy, with no lock held.
@@ -349,6 +352,7 @@ where
                 // Full: replay the buffer now if nobody holds the lock; otherwise the next writer will.
                 if let Some(mut shard) = locked.shard.try_write() {
                     locked.reads.drain(|i, g| shard.record_read(i, g));
+                    shard.next_read_epoch();
                     if pushed == Pushed::Overflow {
                         shard.record_read(idx, generation);
                     }
@@ -370,6 +374,7 @@ where
         let result = {
             let mut shard = locked.shard.write();
             locked.reads.drain(|i, g| shard.record_read(i, g));
+            shard.next_read_epoch();
             let now = (needs_clock || self.inner.expiring || shard.has_timers()).then(|| self.inner.clock.now());
             if let Some(now) = now {
                 shard.expire(now, &mut out);

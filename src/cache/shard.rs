@@ -41,6 +41,13 @@ pub(crate) struct Shard<K, V> {
     tti: Option<u64>,
     /// Reused between calls: indices the timer wheel found expired.
     expired: Vec<u32>,
+    /// Advances each time buffered reads are replayed. With W-TinyLFU, a reader records a read only if
+    /// the entry's `read_epoch` differs, so a key read many times between two replays is recorded once:
+    /// the replay's order and the sketch's counts stay approximately right (recency between replays is
+    /// lost, counts saturate sooner), and hot keys stop costing a buffer write each read. Exact LRU
+    /// records every read. Plain `u8`: written under the exclusive lock, read under the shared one.
+    read_epoch: u8,
+    dedupe_reads: bool,
 }
 
 impl<K: Eq, V> Shard<K, V> {
@@ -54,6 +61,8 @@ impl<K: Eq, V> Shard<K, V> {
             weight: 0,
             tti,
             expired: Vec::new(),
+            read_epoch: 0,
+            dedupe_reads: policy == Policy::Hybrid,
         }
     }
 
@@ -107,6 +116,26 @@ impl<K: Eq, V> Shard<K, V> {
         self.slab.timer(idx).accessed_at.store(now, crate::sync::Ordering::Relaxed);
     }
 
+    /// Whether a read of slot `idx` should be recorded now (see `read_epoch`); marks it recorded.
+    /// Callers hold the shared lock at least.
+    #[inline]
+    pub(crate) fn should_record(&self, idx: u32) -> bool {
+        if !self.dedupe_reads {
+            return true;
+        }
+        let e = &self.slab.entry(idx).read_epoch;
+        if e.load(crate::sync::Ordering::Relaxed) == self.read_epoch {
+            return false;
+        }
+        e.store(self.read_epoch, crate::sync::Ordering::Relaxed);
+        true
+    }
+
+    /// Starts a new read epoch (after buffered reads were replayed).
+    pub(crate) fn next_read_epoch(&mut self) {
+        self.read_epoch = self.read_epoch.wrapping_add(1);
+    }
+
     /// Applies a read recorded earlier, if slot `idx` still holds the entry that was read.
     pub(crate) fn record_read(&mut self, idx: u32, generation: u32) {
         if self.slab.get_current(idx, generation).is_some() {
@@ -150,6 +179,8 @@ impl<K: Eq, V> Shard<K, V> {
             }
             None => {
                 let (hash, weight) = (new.hash, new.weight);
+                // So that the first read after the insert is recorded.
+                new.read_epoch.store(self.read_epoch.wrapping_sub(1), crate::sync::Ordering::Relaxed);
                 let idx = self.slab.insert(new);
                 let slab = &self.slab;
                 self.map.insert_unique(hash, idx, |&i| slab.entry(i).hash);
@@ -296,6 +327,21 @@ mod tests {
         // A stale record (old generation) is ignored.
         s.record_read(idx, s.generation(idx).wrapping_add(1));
         s.validate();
+    }
+
+    #[test]
+    fn hybrid_records_a_read_once_per_epoch_lru_every_time() {
+        let mut h = shard(Policy::Hybrid, 10);
+        put(&mut h, 1, 1, NEVER, None);
+        let idx = h.find(1u64.wrapping_mul(0x9e37_79b9_7f4a_7c15), &1).unwrap();
+        assert!(h.should_record(idx), "the first read after the insert is recorded");
+        assert!(!h.should_record(idx), "a repeat in the same epoch is not");
+        h.next_read_epoch();
+        assert!(h.should_record(idx));
+        let mut l = shard(Policy::Lru, 10);
+        put(&mut l, 1, 1, NEVER, None);
+        let idx = l.find(1u64.wrapping_mul(0x9e37_79b9_7f4a_7c15), &1).unwrap();
+        assert!(l.should_record(idx) && l.should_record(idx), "exact LRU records every read");
     }
 
     #[test]
