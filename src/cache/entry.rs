@@ -19,14 +19,15 @@ pub(crate) struct Entry<K, V> {
     pub(crate) queue: u8,
     /// The entry's own frequency counter (LFU).
     pub(crate) freq: u8,
-    /// The shard's read epoch when a read of this entry was last recorded (see `Shard::read_epoch`).
-    /// Readers store it under the shared lock, hence atomic; Relaxed: it only filters duplicate records.
-    pub(crate) read_epoch: AtomicU8,
+    /// Reference mark (W-TinyLFU): set by readers under the shared lock, hence atomic; taken by the
+    /// policy under the exclusive lock. Relaxed: it orders nothing; a mark set just as the policy takes
+    /// it may count in either pass.
+    pub(crate) mark: AtomicU8,
 }
 
 impl<K, V> Entry<K, V> {
     pub(crate) fn new(key: K, value: V, hash: u64, weight: u32) -> Self {
-        Entry { key, value, hash, weight, queue: 0, freq: 0, read_epoch: AtomicU8::new(0) }
+        Entry { key, value, hash, weight, queue: 0, freq: 0, mark: AtomicU8::new(0) }
     }
 }
 

@@ -340,7 +340,7 @@ where
             }
             shard.note_access(idx, now);
         }
-        let record = shard.should_record(idx);
+        let record = shard.note_read(idx);
         Read::Hit(shard.entry(idx).value.clone(), record.then(|| (idx, shard.generation(idx))))
     }
 
@@ -352,7 +352,6 @@ where
                 // Full: replay the buffer now if nobody holds the lock; otherwise the next writer will.
                 if let Some(mut shard) = locked.shard.try_write() {
                     locked.reads.drain(|i, g| shard.record_read(i, g));
-                    shard.next_read_epoch();
                     if pushed == Pushed::Overflow {
                         shard.record_read(idx, generation);
                     }
@@ -374,12 +373,17 @@ where
         let result = {
             let mut shard = locked.shard.write();
             locked.reads.drain(|i, g| shard.record_read(i, g));
-            shard.next_read_epoch();
             let now = (needs_clock || self.inner.expiring || shard.has_timers()).then(|| self.inner.clock.now());
             if let Some(now) = now {
                 shard.expire(now, &mut out);
             }
             let result = f(&mut shard, now, &mut out);
+            if shard.observation_due() {
+                let (hits, misses) = self.inner.counters.hits_and_misses();
+                // Caffeine's sample: ten accesses per entry the cache can hold (at most 2^20 entries' worth).
+                let sample = 10 * self.len().max(shard.len() as u64 * self.inner.shards.len() as u64).min(1 << 20);
+                shard.observe(hits, misses, sample);
+            }
             locked.len.store(shard.len() as u64, Relaxed);
             locked.weight.store(shard.weight(), Relaxed);
             result

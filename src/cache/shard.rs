@@ -14,7 +14,7 @@ use hashbrown::HashTable;
 
 use super::entry::Entry;
 use super::expiry::TimerWheel;
-use super::policy::{Policy, PolicyState};
+use super::policy::{Policy, PolicyState, READ};
 use super::removal::{Removal, RemovalCause, Removals};
 use super::slab::Slab;
 use crate::clock::NEVER;
@@ -41,13 +41,11 @@ pub(crate) struct Shard<K, V> {
     tti: Option<u64>,
     /// Reused between calls: indices the timer wheel found expired.
     expired: Vec<u32>,
-    /// Advances each time buffered reads are replayed. With W-TinyLFU, a reader records a read only if
-    /// the entry's `read_epoch` differs, so a key read many times between two replays is recorded once:
-    /// the replay's order and the sketch's counts stay approximately right (recency between replays is
-    /// lost, counts saturate sooner), and hot keys stop costing a buffer write each read. Exact LRU
-    /// records every read. Plain `u8`: written under the exclusive lock, read under the shared one.
-    read_epoch: u8,
-    dedupe_reads: bool,
+    /// True when the policy takes reads as marks on the entry (W-TinyLFU) rather than as records in the
+    /// read buffer (the others, whose exact order needs every read).
+    marks_reads: bool,
+    /// Writes since the policy last saw the cache-wide hit and miss counts.
+    writes_unobserved: u32,
 }
 
 impl<K: Eq, V> Shard<K, V> {
@@ -61,8 +59,8 @@ impl<K: Eq, V> Shard<K, V> {
             weight: 0,
             tti,
             expired: Vec::new(),
-            read_epoch: 0,
-            dedupe_reads: policy == Policy::Hybrid,
+            marks_reads: policy == Policy::Hybrid,
+            writes_unobserved: 0,
         }
     }
 
@@ -116,24 +114,38 @@ impl<K: Eq, V> Shard<K, V> {
         self.slab.timer(idx).accessed_at.store(now, crate::sync::Ordering::Relaxed);
     }
 
-    /// Whether a read of slot `idx` should be recorded now (see `read_epoch`); marks it recorded.
-    /// Callers hold the shared lock at least.
+    /// Notes a read of slot `idx` under the shared lock: marks the entry, or says the read must be
+    /// recorded in the read buffer (returns true). The mark is stored only if not already set, so hot
+    /// entries cost readers no write at all.
     #[inline]
-    pub(crate) fn should_record(&self, idx: u32) -> bool {
-        if !self.dedupe_reads {
+    pub(crate) fn note_read(&self, idx: u32) -> bool {
+        if !self.marks_reads {
             return true;
         }
-        let e = &self.slab.entry(idx).read_epoch;
-        if e.load(crate::sync::Ordering::Relaxed) == self.read_epoch {
+        let mark = &self.slab.entry(idx).mark;
+        if mark.load(crate::sync::Ordering::Relaxed) != READ {
+            mark.store(READ, crate::sync::Ordering::Relaxed);
+        }
+        false
+    }
+
+    /// Every 64th write, true: time to hand the policy the cache's hit and miss counts ([`Shard::observe`]).
+    pub(crate) fn observation_due(&mut self) -> bool {
+        if !self.marks_reads {
             return false;
         }
-        e.store(self.read_epoch, crate::sync::Ordering::Relaxed);
+        self.writes_unobserved += 1;
+        if self.writes_unobserved < 64 {
+            return false;
+        }
+        self.writes_unobserved = 0;
         true
     }
 
-    /// Starts a new read epoch (after buffered reads were replayed).
-    pub(crate) fn next_read_epoch(&mut self) {
-        self.read_epoch = self.read_epoch.wrapping_add(1);
+    /// Gives the policy the cache-wide `hits` and `misses` so far, for its adaptation; `sample` is the
+    /// number of accesses one adaptation step should look at.
+    pub(crate) fn observe(&mut self, hits: u64, misses: u64, sample: u64) {
+        self.policy.observe(&mut self.slab, hits, misses, sample);
     }
 
     /// Applies a read recorded earlier, if slot `idx` still holds the entry that was read.
@@ -179,8 +191,6 @@ impl<K: Eq, V> Shard<K, V> {
             }
             None => {
                 let (hash, weight) = (new.hash, new.weight);
-                // So that the first read after the insert is recorded.
-                new.read_epoch.store(self.read_epoch.wrapping_sub(1), crate::sync::Ordering::Relaxed);
                 let idx = self.slab.insert(new);
                 let slab = &self.slab;
                 self.map.insert_unique(hash, idx, |&i| slab.entry(i).hash);
@@ -330,18 +340,17 @@ mod tests {
     }
 
     #[test]
-    fn hybrid_records_a_read_once_per_epoch_lru_every_time() {
+    fn hybrid_marks_reads_lru_records_them() {
         let mut h = shard(Policy::Hybrid, 10);
         put(&mut h, 1, 1, NEVER, None);
         let idx = h.find(1u64.wrapping_mul(0x9e37_79b9_7f4a_7c15), &1).unwrap();
-        assert!(h.should_record(idx), "the first read after the insert is recorded");
-        assert!(!h.should_record(idx), "a repeat in the same epoch is not");
-        h.next_read_epoch();
-        assert!(h.should_record(idx));
+        assert!(!h.note_read(idx), "W-TinyLFU takes a mark, not a record");
+        assert_eq!(h.entry(idx).mark.load(crate::sync::Ordering::Relaxed), 1);
         let mut l = shard(Policy::Lru, 10);
         put(&mut l, 1, 1, NEVER, None);
         let idx = l.find(1u64.wrapping_mul(0x9e37_79b9_7f4a_7c15), &1).unwrap();
-        assert!(l.should_record(idx) && l.should_record(idx), "exact LRU records every read");
+        assert!(l.note_read(idx) && l.note_read(idx), "exact LRU records every read");
+        assert!((0..200).filter(|_| h.observation_due()).count() == 3 && !l.observation_due());
     }
 
     #[test]

@@ -121,6 +121,13 @@ impl Counters {
         self.stripe().0[COUNTERS + cause.index()].fetch_add(n, Relaxed);
     }
 
+    /// Hits and misses so far, summed over the stripes.
+    pub(crate) fn hits_and_misses(&self) -> (u64, u64) {
+        self.stripes.iter().fold((0, 0), |(h, m), s| {
+            (h + s.0[Counter::Hit as usize].load(Relaxed), m + s.0[Counter::Miss as usize].load(Relaxed))
+        })
+    }
+
     /// Sums the stripes into `stats` (gauges are the caller's).
     pub(crate) fn sum_into(&self, stats: &mut CacheStats) {
         let mut total = [0u64; COUNTERS + 5];

@@ -16,8 +16,6 @@ const RESTART: f64 = 0.05;
 
 #[derive(Debug)]
 pub(crate) struct HillClimber {
-    hits: u64,
-    misses: u64,
     previous_rate: f64,
     /// Signed, in capacity units: the next adjustment if the hit rate keeps improving.
     step: f64,
@@ -27,29 +25,17 @@ pub(crate) struct HillClimber {
 impl HillClimber {
     pub(crate) fn new(capacity: u64) -> Self {
         let capacity = capacity as f64;
-        HillClimber { hits: 0, misses: 0, previous_rate: 0.0, step: STEP * capacity, capacity }
+        HillClimber { previous_rate: 0.0, step: STEP * capacity, capacity }
     }
 
-    /// Records one access; at the end of a sample of `sample` accesses, returns how much to grow
-    /// (positive) or shrink (negative) the window.
-    pub(crate) fn record(&mut self, hit: bool, sample: u64) -> Option<f64> {
-        if hit {
-            self.hits += 1;
-        } else {
-            self.misses += 1;
-        }
-        let n = self.hits + self.misses;
-        if n < sample {
-            return None;
-        }
-        let rate = self.hits as f64 / n as f64;
+    /// Takes the hit rate of the sample just ended; returns how much to grow (positive) or shrink
+    /// (negative) the window.
+    pub(crate) fn step(&mut self, rate: f64) -> f64 {
         let change = rate - self.previous_rate;
         let amount = if change >= 0.0 { self.step } else { -self.step };
         self.step = if change.abs() >= RESTART { STEP * self.capacity * amount.signum() } else { DECAY * amount };
         self.previous_rate = rate;
-        self.hits = 0;
-        self.misses = 0;
-        Some(amount)
+        amount
     }
 }
 
@@ -60,13 +46,7 @@ mod tests {
     #[test]
     fn keeps_direction_while_improving_and_reverses_on_loss() {
         let mut c = HillClimber::new(1_000);
-        let mut sample = |hits: u64| {
-            let mut out = None;
-            for i in 0..100 {
-                out = c.record(i < hits, 100);
-            }
-            out.expect("sample complete")
-        };
+        let mut sample = |hits: u64| c.step(hits as f64 / 100.0);
         // From nothing to 50%: a big change, so the next step is a full one, in the same direction.
         assert!((sample(50) - 62.5).abs() < 1e-9);
         // A small gain: keep going, and the step after this one decays.

@@ -1,8 +1,8 @@
 //! The default policy: W-TinyLFU (Einziger, Friedman & Manes, "TinyLFU: A Highly Efficient Cache
 //! Admission Policy", ACM ToS 2017), the design Caffeine popularised.
 //!
-//! - A small **window** LRU (1% of capacity) takes every new entry, so bursts of new keys get a chance.
-//! - The **main** space is a segmented LRU: *probation* (20%) for entries admitted from the window,
+//! - A small **window** (1% of capacity) takes every new entry, so bursts of new keys get a chance.
+//! - The **main** space is segmented: *probation* (20%) for entries admitted from the window,
 //!   *protected* (80%) for entries read again while on probation.
 //! - When the window overflows, its oldest entry (the *candidate*) must win a place in main: it is
 //!   compared with main's next victim by estimated popularity from a [`FrequencySketch`], and the less
@@ -13,12 +13,27 @@
 //! every sample of accesses, towards whichever split hits more (recency-heavy workloads get a large
 //! window, frequency-heavy ones a small one).
 //!
+//! Reads cost the policy nothing but a mark: a reader sets the entry's reference mark under the shard's
+//! shared lock, and the segments are CLOCK-ordered queues (a marked entry reaching the head of its queue
+//! gets a second chance, or a promotion from probation, and its read is counted in the sketch then).
+//! This is the approximation of LRU that CLOCK makes, and it lets hits scale without the shard's
+//! exclusive lock or a read buffer; all the work happens when something must be evicted.
+//!
+//! The climber samples the whole cache's hit rate (the striped counters), fed by [`Hybrid::observe`].
+//!
 //! Expiry is shared with every policy (the shard's timer wheel). Weights count in every segment.
 
 use super::climber::HillClimber;
 use super::sketch::FrequencySketch;
 use crate::cache::list::List;
 use crate::cache::slab::{Lane, Slab};
+use crate::sync::Ordering;
+
+/// Entry marks: none, read since the policy last looked, or just inserted (an insert is an access too:
+/// it buys the same second chance, so a new key is not the first to go from a window of old, read keys).
+pub(crate) const UNMARKED: u8 = 0;
+pub(crate) const READ: u8 = 1;
+const INSERTED: u8 = 2;
 
 const WINDOW: u8 = 0;
 const PROBATION: u8 = 1;
@@ -55,8 +70,8 @@ pub(crate) struct Hybrid {
     capacity: u64,
     sketch: FrequencySketch,
     climber: HillClimber,
-    /// Accesses per climber sample: Caffeine's ten per entry (at least 640).
-    sample: u64,
+    /// The cache-wide hit and miss counts at the start of the climber's current sample.
+    sampled_from: (u64, u64),
     entries: usize,
 }
 
@@ -72,7 +87,7 @@ impl Hybrid {
             capacity,
             sketch: FrequencySketch::new(),
             climber: HillClimber::new(capacity),
-            sample: 640,
+            sampled_from: (0, 0),
             entries: 0,
         };
         h.set_window((capacity / 100).max(1));
@@ -86,11 +101,33 @@ impl Hybrid {
         self.protected_max = self.main_max / 5 * 4;
     }
 
-    /// Feeds the climber one access; applies its verdict at the end of a sample.
-    fn climb<K, V>(&mut self, slab: &mut Slab<K, V>, hit: bool) {
-        let Some(amount) = self.climber.record(hit, self.sample) else { return };
+    /// Feeds the climber the cache-wide hit and miss counts; at the end of a sample of `sample`
+    /// accesses (Caffeine's: ten per entry of the cache), moves the window as the climber says.
+    pub(crate) fn observe<K, V>(&mut self, slab: &mut Slab<K, V>, hits: u64, misses: u64, sample: u64) {
+        let (h0, m0) = self.sampled_from;
+        let (h, m) = (hits.saturating_sub(h0), misses.saturating_sub(m0));
+        if h + m < sample.max(640) {
+            return;
+        }
+        self.sampled_from = (hits, misses);
+        let amount = self.climber.step(h as f64 / (h + m) as f64);
         let window = (self.window_max as f64 + amount).round().max(0.0) as u64;
         self.resize_window(slab, window);
+    }
+
+    /// Takes `idx`'s reference mark: true if it was set. A read's mark (`READ`) is counted in the sketch;
+    /// the mark an insert leaves (`INSERTED`) only buys the second chance, its access already counted.
+    fn consume_mark<K, V>(&mut self, slab: &Slab<K, V>, idx: u32) -> bool {
+        let e = slab.entry(idx);
+        let mark = e.mark.load(Ordering::Relaxed);
+        if mark == UNMARKED {
+            return false;
+        }
+        e.mark.store(UNMARKED, Ordering::Relaxed);
+        if mark == READ {
+            self.sketch.increment(e.hash);
+        }
+        true
     }
 
     fn resize_window<K, V>(&mut self, slab: &mut Slab<K, V>, window: u64) {
@@ -105,9 +142,15 @@ impl Hybrid {
         self.demote_protected_overflow(slab);
     }
 
+    /// Demotes protected's unmarked oldest entries to probation until protected fits; a marked one gets
+    /// a second chance at the back (its mark consumed, so this ends).
     fn demote_protected_overflow<K, V>(&mut self, slab: &mut Slab<K, V>) {
         while self.protected.weight > self.protected_max {
             let Some(head) = self.protected.queue.head() else { break };
+            if self.consume_mark(slab, head) {
+                self.protected.queue.move_to_back(slab, Lane::Policy, head);
+                continue;
+            }
             self.protected.pull(slab, head);
             self.probation.push(slab, head, PROBATION);
         }
@@ -123,10 +166,10 @@ impl Hybrid {
 
     pub(crate) fn admit<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
         self.entries += 1;
-        self.sample = 10 * (self.entries as u64).max(64);
         self.sketch.ensure_capacity(self.entries);
 
         self.sketch.increment(slab.entry(idx).hash);
+        slab.entry(idx).mark.store(INSERTED, Ordering::Relaxed);
         self.window.push(slab, idx, WINDOW);
         // Spill the window into main while main has room: no contest needed.
         while self.window.weight > self.window_max {
@@ -137,21 +180,11 @@ impl Hybrid {
             self.window.pull(slab, head);
             self.probation.push(slab, head, PROBATION);
         }
-        self.climb(slab, false);
     }
 
+    /// Entry `idx` was read or overwritten: marks it (readers do the same under the shared lock).
     pub(crate) fn touch<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
-        self.sketch.increment(slab.entry(idx).hash);
-        match slab.entry(idx).queue {
-            WINDOW => self.window.queue.move_to_back(slab, Lane::Policy, idx),
-            PROBATION => {
-                self.probation.pull(slab, idx);
-                self.protected.push(slab, idx, PROTECTED);
-                self.demote_protected_overflow(slab);
-            }
-            _ => self.protected.queue.move_to_back(slab, Lane::Policy, idx),
-        }
-        self.climb(slab, true);
+        slab.entry(idx).mark.store(READ, Ordering::Relaxed);
     }
 
     /// The entry's weight changed from `old_weight` to its current weight.
@@ -172,8 +205,26 @@ impl Hybrid {
         self.probation.weight + self.protected.weight
     }
 
-    fn main_victim(&self) -> Option<u32> {
-        self.probation.queue.head().or_else(|| self.protected.queue.head())
+    /// Main's next victim: probation's oldest unmarked entry (marked ones are promoted to protected on
+    /// the way), or protected's oldest unmarked entry when probation is empty.
+    fn main_victim<K, V>(&mut self, slab: &mut Slab<K, V>) -> Option<u32> {
+        loop {
+            if let Some(head) = self.probation.queue.head() {
+                if self.consume_mark(slab, head) {
+                    self.probation.pull(slab, head);
+                    self.protected.push(slab, head, PROTECTED);
+                    self.demote_protected_overflow(slab);
+                    continue;
+                }
+                return Some(head);
+            }
+            let head = self.protected.queue.head()?;
+            if self.consume_mark(slab, head) {
+                self.protected.queue.move_to_back(slab, Lane::Policy, head);
+                continue;
+            }
+            return Some(head);
+        }
     }
 
     /// The next entry to evict; the caller removes it and calls again while still over capacity.
@@ -181,15 +232,20 @@ impl Hybrid {
         loop {
             let window_over = self.window.weight > self.window_max;
             if !window_over || self.window.queue.is_empty() {
-                return self.main_victim().or_else(|| self.window.queue.head());
+                return self.main_victim(slab).or_else(|| self.window.queue.head());
             }
             let candidate = self.window.queue.head()?;
+            if self.consume_mark(slab, candidate) {
+                // Read while in the window: a second chance at its back.
+                self.window.queue.move_to_back(slab, Lane::Policy, candidate);
+                continue;
+            }
             let weight = u64::from(slab.entry(candidate).weight);
             if weight > self.main_max {
                 // It could never fit in main: no point evicting anything for it.
                 return Some(candidate);
             }
-            let Some(victim) = self.main_victim() else {
+            let Some(victim) = self.main_victim(slab) else {
                 self.window.pull(slab, candidate);
                 self.probation.push(slab, candidate, PROBATION);
                 continue;

@@ -3,6 +3,7 @@
 
 mod climber;
 mod hybrid;
+pub(crate) use hybrid::READ;
 mod lfu;
 mod lru;
 mod sketch;
@@ -94,6 +95,13 @@ impl PolicyState {
             PolicyState::Lfu(p) => p.unlink(slab, idx),
             PolicyState::Ttl(p) => p.lru.unlink(slab, idx),
             PolicyState::Hybrid(p) => p.unlink(slab, idx),
+        }
+    }
+
+    /// The cache-wide hit and miss counts, for policies that adapt to them.
+    pub(crate) fn observe<K, V>(&mut self, slab: &mut Slab<K, V>, hits: u64, misses: u64, sample: u64) {
+        if let PolicyState::Hybrid(p) = self {
+            p.observe(slab, hits, misses, sample);
         }
     }
 
