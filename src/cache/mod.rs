@@ -394,11 +394,23 @@ where
 
     /// Counts and announces departures; runs with no lock held.
     fn notify(&self, removals: impl IntoIterator<Item = Removal<K, V>>) {
-        for r in removals {
-            self.inner.counters.removed(r.cause, 1);
-            if let Some(listener) = &self.inner.listener {
-                listener(r.key, r.value, r.cause);
+        let Some(listener) = &self.inner.listener else {
+            // No listener: count by cause, one counter update per cause, and drop the entries here.
+            let mut by_cause = [0u64; RemovalCause::ALL.len()];
+            for r in removals {
+                by_cause[r.cause.index()] += 1;
             }
+            for (cause, n) in RemovalCause::ALL.into_iter().zip(by_cause) {
+                if n > 0 {
+                    self.inner.counters.removed(cause, n);
+                }
+            }
+            return;
+        };
+        for r in removals {
+            // Counted before the listener runs, so that a listener reading the stats sees its own removal.
+            self.inner.counters.removed(r.cause, 1);
+            listener(r.key, r.value, r.cause);
         }
     }
 
