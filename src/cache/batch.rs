@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, Hash};
 use super::removal::{Removal, RemovalCause};
 use super::shard::Inserted;
 use super::stats::Counter;
-use super::{Cache, Entry, Removals};
+use super::{Cache, Entry, Read, Removals};
 use crate::clock::{NEVER, deadline_after};
 
 impl<K, V, S> Cache<K, V, S>
@@ -58,9 +58,28 @@ where
         let mut out: Vec<Option<V>> = vec![None; keys.len()];
         let order = self.by_shard(&hashes);
         for group in order.chunk_by(|a, b| a.0 == b.0) {
-            // One exclusive acquisition per shard: the reads are applied to the policy at once, with no
-            // trip through the read buffer (readers of this shard wait for the group, not for the batch).
-            self.write(&self.inner.shards[group[0].0], false, |shard, now, _| {
+            let locked = &self.inner.shards[group[0].0];
+            // W-TinyLFU takes reads as marks: one shared acquisition serves the whole group.
+            let shared = locked.shard.read();
+            if shared.marks_reads() {
+                let mut expired = false;
+                for &(_, i) in group {
+                    match self.read_entry(&shared, hashes[i], keys[i]) {
+                        Read::Hit(v, _) => out[i] = Some(v),
+                        Read::Miss => {}
+                        Read::Expired => expired = true,
+                    }
+                }
+                drop(shared);
+                if expired {
+                    self.write(locked, true, |_, _, _| ());
+                }
+                continue;
+            }
+            drop(shared);
+            // Reads the policy must see in order: one exclusive acquisition per shard applies them at
+            // once, with no trip through the read buffer (readers wait for the group, not the batch).
+            self.write(locked, false, |shard, now, _| {
                 for &(_, i) in group {
                     // `write` reclaimed what had expired by `now`, so whatever is found is live.
                     if let Some(idx) = shard.find(hashes[i], keys[i]) {

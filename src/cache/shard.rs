@@ -129,6 +129,11 @@ impl<K: Eq, V> Shard<K, V> {
         false
     }
 
+    /// Whether reads are taken as marks under the shared lock ([`Shard::note_read`]).
+    pub(crate) fn marks_reads(&self) -> bool {
+        self.marks_reads
+    }
+
     /// Every 64th write, true: time to hand the policy the cache's hit and miss counts ([`Shard::observe`]).
     pub(crate) fn observation_due(&mut self) -> bool {
         if !self.marks_reads {
