@@ -2,7 +2,6 @@
 //! single-threaded per replay, replays spread over the machine's cores.
 
 pub mod opt;
-pub mod peers;
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,8 +12,8 @@ use cachefs::Policy;
 use serde::Serialize;
 
 use crate::capacity::Capacity;
+use crate::peers::{Peer, SharedCache, Val};
 use crate::trace::Trace;
-use peers::Replayable;
 
 /// One cache a replay measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,15 +76,30 @@ impl FromStr for Contender {
     }
 }
 
-fn drive(mut cache: impl Replayable, keys: &[u64], progress: &dyn Fn(u64)) -> u64 {
+/// Replays `keys` through `cache`: each access a `get`, an `insert` on a miss. Returns the hits.
+fn drive(cache: &dyn SharedCache, keys: &[u64], progress: &dyn Fn(u64)) -> u64 {
+    let value: Val = Val::new([0; 64]);
     let mut hits = 0;
     for chunk in keys.chunks(65_536) {
         for &k in chunk {
-            hits += u64::from(cache.access(k));
+            if cache.get(k) {
+                hits += 1;
+            } else {
+                cache.insert(k, value.clone());
+            }
         }
         progress(chunk.len() as u64);
     }
     hits
+}
+
+/// cachefs as a user builds it, with `policy` and, if given, `shards`.
+fn ours(policy: cachefs::Policy, capacity: u64, shards: Option<usize>) -> cachefs::Cache<u64, Val> {
+    let mut b = cachefs::Cache::builder().max_capacity(capacity).policy(policy);
+    if let Some(s) = shards {
+        b = b.shards(s);
+    }
+    b.build()
 }
 
 /// Hits of `contender` with `capacity` entries over `trace` (`next` = `opt::next_uses(&trace.keys)`).
@@ -99,10 +113,10 @@ pub fn hits(
 ) -> u64 {
     let keys = &trace.keys;
     match contender {
-        Contender::Ours(policy) => drive(peers::ours(policy, capacity, shards), keys, progress),
-        Contender::Moka => drive(peers::moka(capacity), keys, progress),
-        Contender::QuickCache => drive(peers::quick_cache(capacity), keys, progress),
-        Contender::LruCrate => drive(peers::lru_crate(capacity), keys, progress),
+        Contender::Ours(policy) => drive(&ours(policy, capacity, shards), keys, progress),
+        Contender::Moka => drive(Peer::Moka.build(capacity).as_ref(), keys, progress),
+        Contender::QuickCache => drive(Peer::QuickCache.build(capacity).as_ref(), keys, progress),
+        Contender::LruCrate => drive(Peer::MutexLru.build(capacity).as_ref(), keys, progress),
         Contender::Opt => opt::hits(keys, next, capacity, progress),
     }
 }
