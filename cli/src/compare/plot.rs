@@ -7,16 +7,7 @@ use plotters::prelude::*;
 use super::Row;
 use crate::peers::Peer;
 use crate::report::PlotError;
-use crate::report::plot::{legend, line};
-
-const COLOURS: [RGBColor; 6] = [
-    RGBColor(214, 39, 40),
-    RGBColor(31, 119, 180),
-    RGBColor(148, 103, 189),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(0, 0, 0),
-];
+use crate::report::plot::{COLOURS, legend, line};
 
 /// Draws `rows` into an SVG at `path`.
 pub fn plot_throughput(rows: &[Row], path: &Path) -> Result<(), PlotError> {

@@ -17,7 +17,8 @@ pub struct PlotError {
     pub message: String,
 }
 
-const COLOURS: [RGBColor; 8] = [
+/// The palette of both charts: one colour per line, in order.
+pub(crate) const COLOURS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
