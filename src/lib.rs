@@ -5,6 +5,7 @@
 mod cache;
 mod clock;
 mod fnv;
+pub mod fs;
 mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;

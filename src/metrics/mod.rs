@@ -8,7 +8,7 @@
 //! all threads queue on one lock. Histograms keep two significant digits (1% precision) from 1 ns to 60 s.
 
 mod latency;
-mod prometheus;
+pub(crate) mod prometheus;
 mod snapshot;
 
 pub use latency::LatencyConfig;

@@ -3,15 +3,15 @@
 
 use std::fmt::Write;
 
-use super::snapshot::MetricsSnapshot;
+use super::snapshot::{LatencySummary, MetricsSnapshot};
 use crate::RemovalCause;
 
 /// Escapes a label value: backslash, double quote and newline.
-fn label(value: &str) -> String {
+pub(crate) fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -46,25 +46,32 @@ pub(super) fn render(m: &MetricsSnapshot) -> String {
         family(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name}{{cache=\"{cache}\"}} {value}");
     }
-    if !m.latency.is_empty() {
-        let name = "cachefs_operation_duration_seconds";
-        family(&mut out, name, "summary", "Latency of sampled operations, by operation.");
-        for l in &m.latency {
-            let op = label(&l.op);
-            for (q, ns) in [("0.5", l.p50_ns), ("0.95", l.p95_ns), ("0.99", l.p99_ns), ("0.999", l.p999_ns)] {
-                let _ = writeln!(out, "{name}{{cache=\"{cache}\",op=\"{op}\",quantile=\"{q}\"}} {}", seconds(ns));
-            }
-            let sum = l.mean_ns * l.count as f64 / 1e9;
-            let _ = writeln!(out, "{name}_sum{{cache=\"{cache}\",op=\"{op}\"}} {sum:e}");
-            let _ = writeln!(out, "{name}_count{{cache=\"{cache}\",op=\"{op}\"}} {}", l.count);
-        }
-        let name = "cachefs_operation_duration_max_seconds";
-        family(&mut out, name, "gauge", "Longest sampled operation, by operation.");
-        for l in &m.latency {
-            let _ = writeln!(out, "{name}{{cache=\"{cache}\",op=\"{}\"}} {}", label(&l.op), seconds(l.max_ns));
-        }
-    }
+    latency(&mut out, "cachefs", &cache, &m.latency);
     out
+}
+
+/// The latency families `{prefix}_operation_duration_seconds` (a summary) and `…_max_seconds` (a gauge);
+/// nothing when `latency` is empty. `cache` is an escaped label value.
+pub(crate) fn latency(out: &mut String, prefix: &str, cache: &str, latency: &[LatencySummary]) {
+    if latency.is_empty() {
+        return;
+    }
+    let name = format!("{prefix}_operation_duration_seconds");
+    family(out, &name, "summary", "Latency of sampled operations, by operation.");
+    for l in latency {
+        let op = label(&l.op);
+        for (q, ns) in [("0.5", l.p50_ns), ("0.95", l.p95_ns), ("0.99", l.p99_ns), ("0.999", l.p999_ns)] {
+            let _ = writeln!(out, "{name}{{cache=\"{cache}\",op=\"{op}\",quantile=\"{q}\"}} {}", seconds(ns));
+        }
+        let sum = l.mean_ns * l.count as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{cache=\"{cache}\",op=\"{op}\"}} {sum:e}");
+        let _ = writeln!(out, "{name}_count{{cache=\"{cache}\",op=\"{op}\"}} {}", l.count);
+    }
+    let name = format!("{prefix}_operation_duration_max_seconds");
+    family(out, &name, "gauge", "Longest sampled operation, by operation.");
+    for l in latency {
+        let _ = writeln!(out, "{name}{{cache=\"{cache}\",op=\"{}\"}} {}", label(&l.op), seconds(l.max_ns));
+    }
 }
 
 fn seconds(ns: u64) -> String {
@@ -75,7 +82,6 @@ fn seconds(ns: u64) -> String {
 mod tests {
     use super::*;
     use crate::CacheStats;
-    use crate::metrics::LatencySummary;
 
     fn snapshot(name: &str) -> MetricsSnapshot {
         let mut stats = CacheStats {

@@ -1,0 +1,60 @@
+//! The backing store under a [`CacheFs`](super::CacheFs): a trait, a directory on disk and an in-memory map.
+
+mod mem;
+mod os;
+
+use std::time::SystemTime;
+
+pub use mem::MemBackend;
+pub use os::{OsBackend, TEMP_MARKER};
+
+use super::error::Error;
+
+/// What [`Backend::stat`] and [`CacheFs::stat`](super::CacheFs::stat) report about a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metadata {
+    /// Length in bytes.
+    pub len: u64,
+    /// Last modification time.
+    pub modified: SystemTime,
+}
+
+/// A slower store of whole files that a [`CacheFs`](super::CacheFs) fronts: a directory, a network mount,
+/// object storage.
+///
+/// Paths are relative, `/`-separated and already checked by the caller (no `..`, no leading `/`); an
+/// implementation that can be called directly should check them again. Errors carry the path and keep
+/// their kind: build them with [`Error::io`] from an `io::Error`, or directly.
+///
+/// # Guarantees an implementation must give
+/// - `write` is atomic: a reader sees the old content or the new, never a mix or a prefix; once it
+///   returns `Ok` the data survives a crash (that is what `CacheFs::flush` promises its caller).
+/// - Calls may come from many threads at once.
+///
+/// ```
+/// use cachefs::fs::{Backend, MemBackend};
+///
+/// let store = MemBackend::new();
+/// store.write("a/b.txt", b"hello").unwrap();
+/// assert_eq!(store.stat("a/b.txt").unwrap().len, 5);
+/// assert_eq!(store.list("a").unwrap(), ["a/b.txt"]);
+/// ```
+pub trait Backend: Send + Sync + 'static {
+    /// Appends the whole file to `buf`.
+    fn read(&self, path: &str, buf: &mut Vec<u8>) -> Result<(), Error>;
+    /// Fills `buf` from byte `offset`; returns the bytes read, fewer than `buf.len()` only at end of file.
+    fn read_range(&self, path: &str, offset: u64, buf: &mut [u8]) -> Result<usize, Error>;
+    /// Replaces the file with `data`, atomically and durably, creating parent directories as needed.
+    fn write(&self, path: &str, data: &[u8]) -> Result<(), Error>;
+    /// The file's length and modification time; [`Error::NotAFile`] for a directory.
+    fn stat(&self, path: &str) -> Result<Metadata, Error>;
+    /// Every file below directory `dir` (recursively; `""` is the root), sorted.
+    fn list(&self, dir: &str) -> Result<Vec<String>, Error>;
+    /// Removes one file.
+    fn remove(&self, path: &str) -> Result<(), Error>;
+    /// Removes directory `dir` and everything below it (`""`: everything under the root, not the root
+    /// itself); returns how many files went. A missing `dir` removes nothing.
+    fn remove_all(&self, dir: &str) -> Result<u64, Error>;
+    /// Moves a file, replacing any file at `to`.
+    fn rename(&self, from: &str, to: &str) -> Result<(), Error>;
+}

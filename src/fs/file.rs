@@ -1,0 +1,194 @@
+//! File handles: a reader with `Read + Seek`, a writer with `Write + Seek`.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::read::Opened;
+use super::{CacheFs, Error, Inner, WriteMode, checked};
+
+/// An open file for reading, from [`CacheFs::open`].
+///
+/// A small file is a snapshot: the content at `open`, whatever is written later. A large file is read
+/// chunk by chunk (each chunk cached), so memory stays bounded however large the file; if the file is
+/// written or removed while it is being read, the next chunk read fails with [`Error::Modified`]
+/// (as an `io::Error` whose source is that error) rather than mixing versions.
+#[derive(Debug)]
+pub struct FileReader {
+    inner: Arc<Inner>,
+    path: String,
+    source: Source,
+    len: u64,
+    pos: u64,
+}
+
+#[derive(Debug)]
+enum Source {
+    Whole(Bytes),
+    Chunked { generation: u64, current: Option<(u64, Bytes)>, key: String },
+}
+
+impl CacheFs {
+    /// Opens `path` for reading (see [`FileReader`]).
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<FileReader, Error> {
+        FileReader::open(&self.inner, path.as_ref())
+    }
+
+    /// Creates (or truncates) `path` for writing. Nothing is stored until the writer is flushed or
+    /// closed; then the whole content is written as by [`write`](Self::write).
+    pub fn create(&self, path: impl AsRef<Path>) -> Result<FileWriter<'_>, Error> {
+        let key = checked(path.as_ref())?.into_owned();
+        Ok(FileWriter { fs: self, path: key, buf: Vec::new(), pos: 0, unsaved: true })
+    }
+}
+
+impl FileReader {
+    pub(crate) fn open(inner: &Arc<Inner>, path: &Path) -> Result<FileReader, Error> {
+        // Fast path: a cached whole file needs neither a copy of the path nor a lock.
+        let (path, source, len) = match path.to_str().and_then(|raw| inner.cached(raw)) {
+            Some(b) => (String::new(), Source::Whole(b.clone()), b.len() as u64),
+            None => {
+                let (key, opened) = inner.open_path(path)?;
+                match opened {
+                    Opened::Whole(b) => (key, Source::Whole(b.clone()), b.len() as u64),
+                    Opened::Chunked { generation, len } => {
+                        (key, Source::Chunked { generation, current: None, key: String::new() }, len)
+                    }
+                }
+            }
+        };
+        Ok(FileReader { inner: Arc::clone(inner), path, source, len, pos: 0 })
+    }
+
+    /// The file's length when it was opened.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty file.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes at the current position, up to the end of the current chunk (whole file if small).
+    fn window(&mut self) -> Result<(Bytes, usize), Error> {
+        match &mut self.source {
+            Source::Whole(b) => Ok((b.clone(), self.pos as usize)),
+            Source::Chunked { generation, current, key } => {
+                let cs = self.inner.chunk_size;
+                let idx = self.pos / cs;
+                let chunk = match current {
+                    Some((i, b)) if *i == idx => b.clone(),
+                    _ => {
+                        let b = self.inner.chunk(&self.path, *generation, self.len, idx, key)?;
+                        *current = Some((idx, b.clone()));
+                        b
+                    }
+                };
+                Ok((chunk, (self.pos - idx * cs) as usize))
+            }
+        }
+    }
+}
+
+impl Read for FileReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.len || out.is_empty() {
+            return Ok(0);
+        }
+        let (bytes, at) = self.window()?;
+        let n = out.len().min(bytes.len().saturating_sub(at));
+        out[..n].copy_from_slice(&bytes[at..at + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The new position for `from`, or an `InvalidInput` error for a position before the start.
+fn seek_to(pos: u64, len: u64, from: SeekFrom) -> io::Result<u64> {
+    let target = match from {
+        SeekFrom::Start(n) => Some(n),
+        SeekFrom::End(d) => len.checked_add_signed(d),
+        SeekFrom::Current(d) => pos.checked_add_signed(d),
+    };
+    target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the file"))
+}
+
+impl Seek for FileReader {
+    fn seek(&mut self, from: SeekFrom) -> io::Result<u64> {
+        self.pos = seek_to(self.pos, self.len, from)?;
+        Ok(self.pos)
+    }
+}
+
+/// A file being written, from [`CacheFs::create`]. The content is buffered in memory; `flush` (the
+/// `io::Write` one) stores it, and [`close`](Self::close) stores it and, in write-back mode with
+/// flush-on-close, writes it to the backend. Dropping an unsaved writer stores it too, but can only
+/// count a failure: call `close` to see errors.
+#[derive(Debug)]
+pub struct FileWriter<'a> {
+    fs: &'a CacheFs,
+    path: String,
+    buf: Vec<u8>,
+    pos: usize,
+    unsaved: bool,
+}
+
+impl FileWriter<'_> {
+    /// Stores the content and, with flush-on-close in write-back mode, writes it to the backend.
+    pub fn close(mut self) -> Result<(), Error> {
+        self.save()?;
+        self.flush_through()
+    }
+
+    fn save(&mut self) -> Result<(), Error> {
+        if self.unsaved {
+            self.fs.inner.write(&self.path, Bytes::copy_from_slice(&self.buf))?;
+            self.unsaved = false;
+        }
+        Ok(())
+    }
+
+    fn flush_through(&self) -> Result<(), Error> {
+        if self.fs.inner.flush_on_close && matches!(self.fs.inner.mode, WriteMode::WriteBack { .. }) {
+            self.fs.inner.flush_one(&self.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for FileWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let end = self.pos.checked_add(data.len()).ok_or_else(|| io::Error::other("file too large"))?;
+        if end > self.buf.len() {
+            self.buf.resize(end, 0);
+        }
+        self.buf[self.pos..end].copy_from_slice(data);
+        self.pos = end;
+        self.unsaved = true;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.save().map_err(io::Error::from)
+    }
+}
+
+impl Seek for FileWriter<'_> {
+    /// Seeking past the end and writing leaves a gap of zeros, as on a file system.
+    fn seek(&mut self, from: SeekFrom) -> io::Result<u64> {
+        let pos = seek_to(self.pos as u64, self.buf.len() as u64, from)?;
+        self.pos = usize::try_from(pos).map_err(|_| io::Error::other("position too large"))?;
+        Ok(pos)
+    }
+}
+
+impl Drop for FileWriter<'_> {
+    fn drop(&mut self) {
+        if self.unsaved && self.save().is_ok() {
+            let _ = self.flush_through();
+        }
+    }
+}

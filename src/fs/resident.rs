@@ -1,0 +1,99 @@
+//! Per-path locking, and the file data that must stay in memory whatever the cache evicts.
+//!
+//! # Design
+//! Paths hash onto a fixed array of stripes. A stripe's mutex serialises, for the paths that hash to it:
+//! every backend call (fill on a miss, write-through, flush of a dirty file, remove), every insert into
+//! the content cache, and the stripe's resident map. Hence:
+//! - one fill per path however many readers miss at once (later readers find the cache filled);
+//! - a fill can never overwrite newer data: a write to the same path waits for it, or it for the write;
+//! - the flusher and `flush()` never write two versions of a file out of order.
+//!
+//! Read *hits* take no stripe lock: they go straight to the content cache.
+//!
+//! The resident map holds what the content cache must not lose: dirty write-back data (until it is
+//! written) and files pinned by a high-priority warm. Each such file is also put in the content cache,
+//! so hits stay fast; if the cache evicts it, a miss finds it here before going to the backend.
+//! It also records, for each large file whose chunks are cached, a generation and its chunk count, so
+//! a write can drop the chunks and an open reader can tell that its file changed under it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
+
+use super::error::Error;
+
+/// Stripes: enough that unrelated paths rarely share one.
+const STRIPES: usize = 1024;
+
+/// Write-back state of a dirty file.
+#[derive(Debug)]
+pub(crate) struct Dirty {
+    /// When the flusher should write it (pushed back after a failure).
+    pub(crate) due: Instant,
+    /// When it was written (its metadata's modification time until flushed).
+    pub(crate) modified: SystemTime,
+    /// Failed flush attempts in a row.
+    pub(crate) attempts: u32,
+    /// The last failure, reported by `flush()` if it fails again.
+    pub(crate) error: Option<Error>,
+}
+
+/// A file held in memory outside the cache's control.
+#[derive(Debug)]
+pub(crate) struct Resident {
+    pub(crate) data: Bytes,
+    pub(crate) dirty: Option<Dirty>,
+    /// High-priority warms holding it.
+    pub(crate) pins: u32,
+}
+
+/// A large file whose chunks may be cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chunked {
+    /// Changes on every write or removal of the file.
+    pub(crate) generation: u64,
+    /// The file's length when its chunks were first cached.
+    pub(crate) len: u64,
+}
+
+/// What one stripe guards.
+#[derive(Debug, Default)]
+pub(crate) struct Stripe {
+    pub(crate) resident: HashMap<Arc<str>, Resident>,
+    pub(crate) chunked: HashMap<Arc<str>, Chunked>,
+}
+
+impl Stripe {
+    /// The resident entry for `path`, dropped if it is neither dirty nor pinned any more.
+    pub(crate) fn tidy(&mut self, path: &str) {
+        if self.resident.get(path).is_some_and(|r| r.dirty.is_none() && r.pins == 0) {
+            self.resident.remove(path);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Stripes {
+    locks: Box<[Mutex<Stripe>]>,
+    hasher: ahash::RandomState,
+}
+
+impl Stripes {
+    pub(crate) fn new() -> Self {
+        Stripes { locks: (0..STRIPES).map(|_| Mutex::default()).collect(), hasher: ahash::RandomState::new() }
+    }
+
+    /// Locks the stripe of `path`.
+    pub(crate) fn lock(&self, path: &str) -> MutexGuard<'_, Stripe> {
+        let i = self.hasher.hash_one(path) as usize & (STRIPES - 1);
+        self.locks[i].lock()
+    }
+
+    /// Each stripe in turn, locked.
+    pub(crate) fn each(&self) -> impl Iterator<Item = MutexGuard<'_, Stripe>> {
+        self.locks.iter().map(|l| l.lock())
+    }
+}

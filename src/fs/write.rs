@@ -1,0 +1,129 @@
+//! Writes and removals, in the three write modes.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::resident::{Dirty, Resident};
+use super::stats::Count;
+use super::{CacheFs, Error, Inner, Metadata, OP_WRITE, WriteMode, checked, path};
+
+impl CacheFs {
+    /// Stores `data` as the whole content of `path`, replacing any earlier content.
+    ///
+    /// - `WriteThrough`: returns once the backend has it; then it is cached.
+    /// - `WriteBack`: returns once it is in memory and marked dirty (it may wait for the flusher when
+    ///   dirty bytes are at `max_dirty_bytes`); the flusher writes it later.
+    /// - `WriteAround`: returns once the backend has it; any cached copy is dropped.
+    ///
+    /// On error nothing changed: the previous content is still what reads return (in write-through and
+    /// write-around the backend's atomic write guarantees this on disk too).
+    pub fn write(&self, path: impl AsRef<Path>, data: impl Into<Bytes>) -> Result<(), Error> {
+        let key = checked(path.as_ref())?;
+        self.inner.write(&key, data.into())
+    }
+
+    /// Removes the file from the cache, from the dirty set and from the backend. A file that existed
+    /// only as dirty write-back data counts as removed.
+    pub fn remove(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let key = checked(path.as_ref())?;
+        let mut stripe = self.inner.stripes.lock(&key);
+        let was_dirty = self.inner.discard_dirty(&mut stripe, &key);
+        self.inner.forget_locked(&mut stripe, &key, true);
+        match self.inner.backend.remove(&key) {
+            Err(e) if !(was_dirty && e.is_not_found()) => return Err(e),
+            _ => {}
+        }
+        self.inner.counters.add(Count::Removed, 1);
+        Ok(())
+    }
+
+    /// Removes directory `dir` and every file below it (`""`: every file) from the cache, the dirty set
+    /// and the backend. Returns how many files went.
+    pub fn remove_all(&self, dir: impl AsRef<Path>) -> Result<u64, Error> {
+        let dir = path::canonical(path::as_str(dir.as_ref())?, true)?;
+        let mut dirty_only = Vec::new();
+        for mut stripe in self.inner.stripes.each() {
+            let gone: Vec<Arc<str>> = stripe.resident.keys().filter(|k| path::is_within(k, &dir)).cloned().collect();
+            for key in gone {
+                if self.inner.discard_dirty(&mut stripe, &key) {
+                    dirty_only.push(key.to_string());
+                }
+                stripe.resident.remove(&key);
+            }
+            stripe.chunked.retain(|k, _| !path::is_within(k, &dir));
+        }
+        self.inner.invalidate_where(|p| path::is_within(p, &dir));
+        let on_backend = self.inner.backend.list(&dir)?;
+        let removed = self.inner.backend.remove_all(&dir)?;
+        let only_in_memory = dirty_only.iter().filter(|p| on_backend.binary_search(p).is_err()).count() as u64;
+        self.inner.counters.add(Count::Removed, removed + only_in_memory);
+        Ok(removed + only_in_memory)
+    }
+}
+
+impl Inner {
+    pub(crate) fn write(&self, key: &str, data: Bytes) -> Result<(), Error> {
+        let started = self.start();
+        let len = data.len() as u64;
+        let result = match self.mode {
+            WriteMode::WriteBack { delay, .. } => self.write_back(key, data, delay),
+            WriteMode::WriteThrough | WriteMode::WriteAround => {
+                let mut stripe = self.stripes.lock(key);
+                let written = self.backend.write(key, &data);
+                // Whatever happened, the cached copy may no longer match the backend.
+                self.forget_locked(&mut stripe, key, true);
+                written.map(|()| {
+                    let key: Arc<str> = Arc::from(key);
+                    if self.mode == WriteMode::WriteThrough {
+                        self.cache_whole(&key, &data);
+                    }
+                    self.put_meta(&key, Metadata { len, modified: Inner::now_modified() });
+                })
+            }
+        };
+        if result.is_ok() {
+            self.counters.add(Count::Write, 1);
+            self.counters.add(Count::BytesWritten, len);
+        }
+        self.record(OP_WRITE, started);
+        result
+    }
+
+    fn write_back(&self, key: &str, data: Bytes, delay: std::time::Duration) -> Result<(), Error> {
+        let len = data.len() as u64;
+        self.dirty.reserve(key, len, &self.counters)?;
+        let mut stripe = self.stripes.lock(key);
+        self.forget_locked(&mut stripe, key, true);
+        let modified = Inner::now_modified();
+        let dirty = Dirty { due: Instant::now() + delay, modified, attempts: 0, error: None };
+        let key: Arc<str> = Arc::from(key);
+        let previous =
+            stripe.resident.insert(Arc::clone(&key), Resident { data: data.clone(), dirty: Some(dirty), pins: 0 });
+        match previous {
+            Some(p) => {
+                stripe.resident.get_mut(&*key).expect("just inserted").pins = p.pins;
+                match p.dirty {
+                    Some(_) => self.dirty.release(p.data.len() as u64, 0),
+                    None => self.dirty.add_entry(),
+                }
+            }
+            None => self.dirty.add_entry(),
+        }
+        self.cache_whole(&key, &data);
+        self.put_meta(&key, Metadata { len, modified });
+        Ok(())
+    }
+
+    /// Drops `key`'s dirty data, if any (its stripe locked), returning its budget. True if it was dirty.
+    pub(crate) fn discard_dirty(&self, stripe: &mut super::resident::Stripe, key: &str) -> bool {
+        let Some(r) = stripe.resident.get_mut(key) else { return false };
+        let Some(_) = r.dirty.take() else { return false };
+        let len = r.data.len() as u64;
+        stripe.tidy(key);
+        self.dirty.release(len, 1);
+        true
+    }
+}

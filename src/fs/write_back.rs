@@ -1,0 +1,253 @@
+//! Write-back: the dirty-byte budget (back-pressure), the background flusher, and `flush`.
+//!
+//! # Design
+//! Dirty data lives in the stripes' resident maps (see `resident.rs`); this module bounds it and writes
+//! it out. One mutex guards the budget's bookkeeping (bytes, entries, flusher requests); it is never held
+//! while a stripe is locked, and never across I/O. Two condition variables hang off it: `freed` wakes
+//! writers waiting for room, `work` wakes the flusher early (room needed, or shutdown).
+//!
+//! A flush writes a file to the backend with its stripe locked, so a newer write to the same file waits
+//! for it and cannot be overtaken, and two flushes of one file never race. A failed write leaves the
+//! file dirty with an exponential back-off (100 ms doubling to 30 s) and the error stored on it;
+//! `flush()` retries every dirty file regardless of back-off and reports those that fail again.
+//!
+//! A writer waits while dirty bytes would exceed the budget (unless nothing is dirty, so that one file
+//! larger than the budget can still be written). If the flusher completes a pass without writing
+//! anything because the backend keeps failing, waiting writers get [`Error::WriteBackStalled`] instead
+//! of waiting forever; their data was not accepted, so nothing acknowledged is lost.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::resident::Stripe;
+use super::stats::{Count, Counters};
+use super::{CacheFs, Error, FlushFailure, Inner, OP_FLUSH, checked};
+
+#[derive(Debug, Default)]
+struct Budget {
+    bytes: u64,
+    entries: u64,
+    /// Flusher passes completed (writers use it to wait for at least one before giving up).
+    passes: u64,
+    /// Set when the last pass that had to make room wrote nothing because every write failed.
+    stalled: Option<String>,
+    /// A writer needs room: the flusher should write everything dirty, not only what is due.
+    urgent: bool,
+    stop: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct DirtyBudget {
+    max: u64,
+    state: Mutex<Budget>,
+    /// Writers waiting for room.
+    freed: Condvar,
+    /// The flusher, waiting for its next tick.
+    work: Condvar,
+}
+
+impl DirtyBudget {
+    pub(crate) fn new(max: u64) -> Self {
+        DirtyBudget { max, state: Mutex::default(), freed: Condvar::new(), work: Condvar::new() }
+    }
+
+    /// Dirty entries and bytes now.
+    pub(crate) fn usage(&self) -> (u64, u64) {
+        let s = self.state.lock();
+        (s.entries, s.bytes)
+    }
+
+    /// Reserves `len` dirty bytes for a write to `path`, waiting for the flusher while over budget.
+    pub(crate) fn reserve(&self, path: &str, len: u64, counters: &Counters) -> Result<(), Error> {
+        let mut s = self.state.lock();
+        let mut waited_since: Option<u64> = None;
+        while s.bytes > 0 && s.bytes.saturating_add(len) > self.max && !s.stop {
+            let since = *waited_since.get_or_insert_with(|| {
+                counters.add(Count::BackpressureWait, 1);
+                s.passes
+            });
+            if let Some(last_error) = s.stalled.clone().filter(|_| s.passes > since) {
+                return Err(Error::WriteBackStalled { path: path.to_string(), dirty_bytes: s.bytes, last_error });
+            }
+            s.urgent = true;
+            self.work.notify_one();
+            self.freed.wait_for(&mut s, Duration::from_millis(100));
+        }
+        s.bytes += len;
+        Ok(())
+    }
+
+    /// A new dirty file (its bytes were reserved).
+    pub(crate) fn add_entry(&self) {
+        self.state.lock().entries += 1;
+    }
+
+    /// `len` bytes and `entries` files are no longer dirty.
+    pub(crate) fn release(&self, len: u64, entries: u64) {
+        let mut s = self.state.lock();
+        s.bytes = s.bytes.saturating_sub(len);
+        s.entries = s.entries.saturating_sub(entries);
+        drop(s);
+        self.freed.notify_all();
+    }
+
+    pub(crate) fn stop(&self) {
+        self.state.lock().stop = true;
+        self.work.notify_all();
+        self.freed.notify_all();
+    }
+}
+
+/// Starts the flusher: every `tick` (a quarter of `delay`, 1–250 ms) it writes files whose delay has
+/// passed, or everything when a writer is waiting for room.
+pub(crate) fn spawn_flusher(inner: Arc<Inner>, delay: Duration) -> JoinHandle<()> {
+    let tick = (delay / 4).clamp(Duration::from_millis(1), Duration::from_millis(250));
+    std::thread::Builder::new()
+        .name("cachefs-flusher".into())
+        .spawn(move || {
+            loop {
+                let urgent = {
+                    let mut s = inner.dirty.state.lock();
+                    if !s.urgent && !s.stop {
+                        inner.dirty.work.wait_for(&mut s, tick);
+                    }
+                    if s.stop {
+                        return;
+                    }
+                    std::mem::take(&mut s.urgent)
+                };
+                let pass = inner.flush_pass(urgent);
+                let mut s = inner.dirty.state.lock();
+                s.passes += 1;
+                if pass.written > 0 {
+                    s.stalled = None;
+                } else if let Some(e) = pass.last_error.filter(|_| urgent) {
+                    s.stalled = Some(e);
+                }
+                drop(s);
+                inner.dirty.freed.notify_all();
+            }
+        })
+        .expect("spawning the flusher thread")
+}
+
+#[derive(Debug, Default)]
+struct Pass {
+    written: u64,
+    last_error: Option<String>,
+}
+
+/// Back-off after `attempts` failures in a row.
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempts.min(9))).min(Duration::from_secs(30))
+}
+
+impl Inner {
+    fn has_dirty(&self) -> bool {
+        self.dirty.state.lock().entries > 0
+    }
+
+    /// Writes dirty files that are due (all of them if `urgent`).
+    fn flush_pass(&self, urgent: bool) -> Pass {
+        let mut pass = Pass::default();
+        if !self.has_dirty() {
+            return pass;
+        }
+        let now = Instant::now();
+        for mut stripe in self.stripes.each() {
+            let due = due_keys(&stripe, |d| urgent || d.due <= now);
+            for key in due {
+                match self.flush_locked(&mut stripe, &key) {
+                    Some(Ok(())) => pass.written += 1,
+                    Some(Err(e)) => pass.last_error = Some(e.to_string()),
+                    None => {}
+                }
+            }
+        }
+        pass
+    }
+
+    /// Writes `key`'s dirty data to the backend (its stripe locked). `None` if it was not dirty.
+    pub(crate) fn flush_locked(&self, stripe: &mut Stripe, key: &str) -> Option<Result<(), Error>> {
+        let r = stripe.resident.get_mut(key)?;
+        let dirty = r.dirty.as_mut()?;
+        let started = self.start();
+        let result = self.backend.write(key, &r.data);
+        self.record(OP_FLUSH, started);
+        match result {
+            Ok(()) => {
+                let len = r.data.len() as u64;
+                r.dirty = None;
+                stripe.tidy(key);
+                self.dirty.release(len, 1);
+                self.counters.add(Count::Flush, 1);
+                self.counters.add(Count::FlushedBytes, len);
+                Some(Ok(()))
+            }
+            Err(e) => {
+                dirty.attempts += 1;
+                dirty.due = Instant::now() + backoff(dirty.attempts);
+                dirty.error = Some(e.duplicate());
+                self.counters.add(Count::FlushError, 1);
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Writes every dirty file now; reports each that fails.
+    pub(crate) fn flush_all(&self) -> Result<u64, Error> {
+        let mut failures = Vec::new();
+        let mut written = 0;
+        if self.has_dirty() {
+            for mut stripe in self.stripes.each() {
+                for key in due_keys(&stripe, |_| true) {
+                    match self.flush_locked(&mut stripe, &key) {
+                        Some(Ok(())) => written += 1,
+                        Some(Err(e)) => failures.push(FlushFailure { path: key.to_string(), error: Box::new(e) }),
+                        None => {}
+                    }
+                }
+            }
+        }
+        if failures.is_empty() { Ok(written) } else { Err(Error::Flush { failures }) }
+    }
+
+    /// Flushes one file if it is dirty; `Ok(false)` if it was not.
+    pub(crate) fn flush_one(&self, key: &str) -> Result<bool, Error> {
+        let mut stripe = self.stripes.lock(key);
+        self.flush_locked(&mut stripe, key).transpose().map(|r| r.is_some())
+    }
+}
+
+fn due_keys(stripe: &Stripe, due: impl Fn(&super::resident::Dirty) -> bool) -> Vec<Arc<str>> {
+    stripe.resident.iter().filter(|(_, r)| r.dirty.as_ref().is_some_and(&due)).map(|(k, _)| Arc::clone(k)).collect()
+}
+
+impl CacheFs {
+    /// Writes every dirty file to the backend now. `Ok` means every write acknowledged before this call
+    /// is on the backend. On failure the failing files stay dirty (and are retried by the flusher); the
+    /// error lists each of them. Other modes have nothing to flush.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.inner.flush_all().map(|_| ())
+    }
+
+    /// Flushes the given files if they are dirty, attempting every one even after failures. Returns how
+    /// many were written; the error lists every failure (including invalid paths).
+    pub fn batch_flush<P: AsRef<Path>>(&self, paths: impl IntoIterator<Item = P>) -> Result<u64, Error> {
+        let mut failures = Vec::new();
+        let mut written = 0;
+        for p in paths {
+            let p = p.as_ref();
+            let result = checked(p).and_then(|key| self.inner.flush_one(&key));
+            match result {
+                Ok(flushed) => written += u64::from(flushed),
+                Err(e) => failures.push(FlushFailure { path: p.to_string_lossy().into_owned(), error: Box::new(e) }),
+            }
+        }
+        if failures.is_empty() { Ok(written) } else { Err(Error::Flush { failures }) }
+    }
+}
