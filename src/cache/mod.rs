@@ -272,6 +272,14 @@ where
         &self.inner.shards[self.shard_index(hash)]
     }
 
+    /// Weight that could join `key`'s shard without evicting anything. A hint: another writer may take
+    /// the room first. Takes no lock.
+    pub(crate) fn free_weight_for<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        let i = self.shard_index(self.hash(key));
+        let capacity = builder::shard_capacity(self.inner.capacity, self.inner.shards.len(), i);
+        capacity.saturating_sub(self.inner.shards[i].weight.load(Relaxed))
+    }
+
     /// The value for `key`, if present and not expired.
     ///
     /// Takes the shard's lock shared; allocates nothing.

@@ -294,8 +294,7 @@ impl Inner {
                 let stripe = self.stripes.lock(&key);
                 self.metadata_locked(&stripe, &key)?.len
             };
-            let room = self.data.capacity().saturating_sub(self.data.weighted_size());
-            if len + (key.len() + ENTRY_OVERHEAD) as u64 > room {
+            if len + (key.len() + ENTRY_OVERHEAD) as u64 > self.data.free_weight_for(&*key) {
                 return Ok(None);
             }
         }

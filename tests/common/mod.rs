@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests that run real programs.
 #![allow(dead_code)]
 
+pub mod faulty;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

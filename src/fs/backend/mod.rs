@@ -58,3 +58,31 @@ pub trait Backend: Send + Sync + 'static {
     /// Moves a file, replacing any file at `to`.
     fn rename(&self, from: &str, to: &str) -> Result<(), Error>;
 }
+
+/// A shared backend: keep one handle, give the other to a `CacheFs` (or to several).
+impl<B: Backend + ?Sized + Send + Sync> Backend for std::sync::Arc<B> {
+    fn read(&self, path: &str, buf: &mut Vec<u8>) -> Result<(), Error> {
+        (**self).read(path, buf)
+    }
+    fn read_range(&self, path: &str, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
+        (**self).read_range(path, offset, buf)
+    }
+    fn write(&self, path: &str, data: &[u8]) -> Result<(), Error> {
+        (**self).write(path, data)
+    }
+    fn stat(&self, path: &str) -> Result<Metadata, Error> {
+        (**self).stat(path)
+    }
+    fn list(&self, dir: &str) -> Result<Vec<String>, Error> {
+        (**self).list(dir)
+    }
+    fn remove(&self, path: &str) -> Result<(), Error> {
+        (**self).remove(path)
+    }
+    fn remove_all(&self, dir: &str) -> Result<u64, Error> {
+        (**self).remove_all(dir)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
+        (**self).rename(from, to)
+    }
+}
