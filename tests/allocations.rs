@@ -115,3 +115,47 @@ fn steady_state_churn_allocates_nothing_for_entries() {
         assert!(cache.stats().evictions() > 10_000);
     }
 }
+
+#[test]
+fn cachefs_read_hits_allocate_nothing() {
+    use cachefs::fs::{Backend, CacheFs, MemBackend, WriteMode};
+    use std::io::Read;
+
+    let store = MemBackend::new();
+    store.write("models/small.bin", &[1; 4096]).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+    store.write("models/big.bin", &big).unwrap();
+    // 1 MiB budget: threshold 128 KiB, so big.bin is read in 16 KiB chunks.
+    let fs =
+        CacheFs::builder(store).max_bytes(1 << 20).chunk_size(16 << 10).write_mode(WriteMode::write_back()).build();
+    let mut out = vec![0u8; 300_000];
+    // Warm everything once (first reads allocate buffers, keys and metadata entries).
+    for _ in 0..2 {
+        fs.read("models/small.bin").unwrap();
+        fs.read_range("models/small.bin", 100, 200).unwrap();
+        fs.stat("models/small.bin").unwrap();
+        fs.open("models/big.bin").unwrap().read_exact(&mut out).unwrap();
+    }
+    let before = fs.stats().read_misses;
+    let n = allocations_during(|| {
+        for _ in 0..1_000 {
+            assert_eq!(fs.read("models/small.bin").unwrap().len(), 4096);
+            assert_eq!(fs.read_range("models/small.bin", 100, 200).unwrap().len(), 200);
+            assert_eq!(fs.stat("models/small.bin").unwrap().len, 4096);
+            assert!(fs.exists("models/small.bin").unwrap());
+            let mut r = fs.open("models/small.bin").unwrap();
+            r.read_exact(&mut out[..4096]).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "small-file hits allocated {n} times");
+    assert_eq!(fs.stats().read_misses, before, "all hits");
+    let n = allocations_during(|| {
+        for _ in 0..20 {
+            fs.open("models/big.bin").unwrap().read_exact(&mut out).unwrap();
+        }
+    });
+    assert_eq!(out, big);
+    assert_eq!(fs.stats().read_misses, before, "all chunk hits");
+    // Opening a large file copies its path once (for chunk keys); chunk hits allocate nothing more.
+    assert!(n <= 20 * 2, "large-file chunk hits allocated {n} times");
+}

@@ -40,6 +40,7 @@ impl CacheFs {
     /// closed; then the whole content is written as by [`write`](Self::write).
     pub fn create(&self, path: impl AsRef<Path>) -> Result<FileWriter<'_>, Error> {
         let key = checked(path.as_ref())?.into_owned();
+        self.inner.backend.check(&key)?;
         Ok(FileWriter { fs: self, path: key, buf: Vec::new(), pos: 0, unsaved: true })
     }
 }
@@ -54,7 +55,9 @@ impl FileReader {
                 match opened {
                     Opened::Whole(b) => (key, Source::Whole(b.clone()), b.len() as u64),
                     Opened::Chunked { generation, len } => {
-                        (key, Source::Chunked { generation, current: None, key: String::new() }, len)
+                        // Room for `path\0<index>` so that building chunk keys never reallocates.
+                        let buf = String::with_capacity(key.len() + 21);
+                        (key, Source::Chunked { generation, current: None, key: buf }, len)
                     }
                 }
             }

@@ -78,7 +78,13 @@ impl Inner {
         if raw.as_bytes().contains(&0) {
             return None;
         }
-        let b = self.data.get(raw)?;
+        self.cached_key(raw)
+    }
+
+    /// The cached entry under `key` (a file or chunk key), counting a hit.
+    #[inline]
+    fn cached_key(&self, key: &str) -> Option<Bytes> {
+        let b = self.data.get(key)?;
         self.hit(b.len());
         Some(b)
     }
@@ -172,14 +178,14 @@ impl Inner {
         buf: &mut String,
     ) -> Result<Bytes, Error> {
         let ckey = chunk_key(buf, key, idx);
-        if let Some(b) = self.cached(ckey) {
+        if let Some(b) = self.cached_key(ckey) {
             return Ok(b);
         }
         let stripe = self.stripes.lock(key);
         if stripe.chunked.get(key).map(|c| c.generation) != Some(generation) {
             return Err(Error::Modified { path: key.to_string() });
         }
-        if let Some(b) = self.cached(ckey) {
+        if let Some(b) = self.cached_key(ckey) {
             return Ok(b);
         }
         let offset = idx * self.chunk_size;
@@ -202,7 +208,7 @@ impl Inner {
     /// `len` bytes of large file `key` (`file_len` long) from `offset`, assembled from chunks.
     fn read_chunks(&self, key: &str, generation: u64, file_len: u64, offset: u64, len: u64) -> Result<Bytes, Error> {
         let mut out = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
-        let mut buf = String::new();
+        let mut buf = String::with_capacity(key.len() + 21);
         let (mut at, end) = (offset, offset + len);
         while at < end {
             let idx = at / self.chunk_size;

@@ -94,6 +94,7 @@ impl Inner {
 
     fn write_back(&self, key: &str, data: Bytes, delay: std::time::Duration) -> Result<(), Error> {
         let len = data.len() as u64;
+        self.backend.check(key)?;
         self.dirty.reserve(key, len, &self.counters)?;
         let mut stripe = self.stripes.lock(key);
         self.forget_locked(&mut stripe, key, true);

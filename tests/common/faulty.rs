@@ -146,4 +146,7 @@ impl Backend for Faulty {
         self.call(Op::Write, from)?;
         self.inner.rename(from, to)
     }
+    fn check(&self, path: &str) -> Result<(), Error> {
+        self.inner.check(path)
+    }
 }

@@ -57,6 +57,13 @@ pub trait Backend: Send + Sync + 'static {
     fn remove_all(&self, dir: &str) -> Result<u64, Error>;
     /// Moves a file, replacing any file at `to`.
     fn rename(&self, from: &str, to: &str) -> Result<(), Error>;
+    /// Refuses a path this backend would never write (for `OsBackend`: one leading outside the root
+    /// through a symlink). Write-back calls it before acknowledging a write, so that it never accepts
+    /// data it cannot flush. The default accepts every path.
+    fn check(&self, path: &str) -> Result<(), Error> {
+        let _ = path;
+        Ok(())
+    }
 }
 
 /// A shared backend: keep one handle, give the other to a `CacheFs` (or to several).
@@ -84,5 +91,8 @@ impl<B: Backend + ?Sized + Send + Sync> Backend for std::sync::Arc<B> {
     }
     fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
         (**self).rename(from, to)
+    }
+    fn check(&self, path: &str) -> Result<(), Error> {
+        (**self).check(path)
     }
 }

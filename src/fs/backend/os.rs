@@ -244,6 +244,10 @@ impl Backend for OsBackend {
         fs::rename(&src, &dst).map_err(|e| Error::io(from, e))?;
         sync_dir(dir).map_err(|e| Error::io(to, e))
     }
+
+    fn check(&self, path: &str) -> Result<(), Error> {
+        self.resolve(path, false).map(|_| ())
+    }
 }
 
 #[cfg(test)]
