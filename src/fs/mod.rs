@@ -281,12 +281,10 @@ impl Inner {
         }
     }
 
-    /// Fresh cached metadata for `raw`, if `raw` is a cached (hence canonical) path.
+    /// Fresh cached metadata for `raw`, if `raw` is a cached (hence canonical) path. Only file paths
+    /// are keys here (no chunk keys), so unlike content lookups this needs no NUL check.
     #[inline]
     fn cached_meta(&self, raw: &str) -> Option<Metadata> {
-        if raw.as_bytes().contains(&0) {
-            return None;
-        }
         let e = self.meta.get(raw)?;
         if e.expires_ms > self.clock.now_ms() {
             return Some(e.meta);
