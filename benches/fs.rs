@@ -66,10 +66,8 @@ fn operations(c: &mut Criterion) {
     let mut next = cycle(&paths);
     g.bench_function("write_through_mem_backend", |b| b.iter(|| fs.write(next(), data.clone()).unwrap()));
 
-    let wb = filled(
-        MemBackend::new(),
-        WriteMode::WriteBack { delay: Duration::from_secs(3600), max_dirty_bytes: 1 << 30 },
-    );
+    let wb =
+        filled(MemBackend::new(), WriteMode::WriteBack { delay: Duration::from_secs(3600), max_dirty_bytes: 1 << 30 });
     let mut next = cycle(&paths);
     g.bench_function("write_back_ack", |b| b.iter(|| wb.write(next(), data.clone()).unwrap()));
     let raw = vec![9u8; SIZE];

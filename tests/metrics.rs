@@ -72,21 +72,44 @@ fn json_parses_and_agrees() {
     assert_eq!(v["latency"][0]["op"], "get_hit");
 }
 
+/// Runs `promtool check metrics` on `text` and fails the test on any complaint.
+fn promtool_accepts(text: &str) {
+    let promtool = common::require("promtool");
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool output");
+    let complaints = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && complaints.trim().is_empty(), "promtool: {complaints}\n---\n{text}");
+}
+
 #[test]
 fn prometheus_text_passes_promtool() {
-    let promtool = common::require("promtool");
     for cache in [worked_cache(), Cache::builder().name("plain").build()] {
-        let text = cache.metrics().to_prometheus();
-        let mut child = Command::new(&promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run promtool");
-        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write to promtool");
-        let out = child.wait_with_output().expect("promtool output");
-        let complaints = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && complaints.trim().is_empty(), "promtool: {complaints}\n---\n{text}");
+        promtool_accepts(&cache.metrics().to_prometheus());
     }
+}
+
+#[test]
+fn cachefs_stats_pass_promtool() {
+    use cachefs::fs::{CacheFs, MemBackend, WriteMode};
+    let fs = CacheFs::builder(MemBackend::new())
+        .name("files")
+        .write_mode(WriteMode::write_back())
+        .latency(cachefs::LatencyConfig { sample_every: 1 })
+        .build();
+    fs.write("a", vec![1; 100]).unwrap();
+    fs.read("a").unwrap();
+    fs.flush().unwrap();
+    let stats = fs.stats();
+    let ops: Vec<&str> = stats.latency.iter().filter(|l| l.count > 0).map(|l| l.op.as_str()).collect();
+    assert_eq!(ops, ["read", "write", "flush"]);
+    let text = stats.to_prometheus();
+    assert!(text.contains("cachefs_fs_operation_duration_seconds_count{cache=\"files\",op=\"flush\"} 1"), "{text}");
+    promtool_accepts(&text);
 }

@@ -4,7 +4,6 @@
 //! relaxed atomics: they report, they order nothing. Gauges (dirty bytes, entries) are read from the
 //! structures that own them when a report is made.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
@@ -183,8 +182,7 @@ impl FsStats {
             ("cachefs_fs_warmed_total", "Files loaded by warming or prefetch.", self.warmed),
             ("cachefs_fs_warm_skipped_total", "Files a low-priority warm skipped.", self.warm_skipped),
         ] {
-            prometheus::family(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name}{{cache=\"{cache}\"}} {value}");
+            prometheus::single(&mut out, "counter", &cache, (name, help, value));
         }
         for (name, help, value) in [
             ("cachefs_fs_dirty_entries", "Files not yet written to the backend.", self.dirty_entries),
@@ -193,8 +191,7 @@ impl FsStats {
             ("cachefs_fs_capacity_bytes", "Byte budget of the content cache.", self.data.capacity),
             ("cachefs_fs_cached_entries", "Files and chunks held in the cache.", self.data.entries),
         ] {
-            prometheus::family(&mut out, name, "gauge", help);
-            let _ = writeln!(out, "{name}{{cache=\"{cache}\"}} {value}");
+            prometheus::single(&mut out, "gauge", &cache, (name, help, value));
         }
         prometheus::latency(&mut out, "cachefs_fs", &cache, &self.latency);
         out

@@ -15,6 +15,12 @@ pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A family of `kind` with one sample labelled `cache` (already escaped).
+pub(crate) fn single(out: &mut String, kind: &str, cache: &str, (name, help, value): (&str, &str, u64)) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name}{{cache=\"{cache}\"}} {value}");
+}
+
 pub(super) fn render(m: &MetricsSnapshot) -> String {
     let cache = label(&m.cache);
     let mut out = String::with_capacity(4096);
@@ -30,8 +36,7 @@ pub(super) fn render(m: &MetricsSnapshot) -> String {
         ("cachefs_loads_total", "Loader calls that produced a value.", s.loads_ok),
         ("cachefs_load_failures_total", "Loader calls that failed or panicked.", s.loads_failed),
     ] {
-        family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name}{{cache=\"{cache}\"}} {value}");
+        single(&mut out, "counter", &cache, (name, help, value));
     }
     family(&mut out, "cachefs_removals_total", "counter", "Entries that left the cache, by cause.");
     for cause in RemovalCause::ALL {
@@ -43,8 +48,7 @@ pub(super) fn render(m: &MetricsSnapshot) -> String {
         ("cachefs_weighted_size", "Sum of the weights of the entries held now.", s.weighted_size),
         ("cachefs_capacity", "Maximum weighted size.", s.capacity),
     ] {
-        family(&mut out, name, "gauge", help);
-        let _ = writeln!(out, "{name}{{cache=\"{cache}\"}} {value}");
+        single(&mut out, "gauge", &cache, (name, help, value));
     }
     latency(&mut out, "cachefs", &cache, &m.latency);
     out
