@@ -18,12 +18,33 @@ pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 pub(crate) use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(loom)]
+pub(crate) use loom::thread::JoinHandle;
+#[cfg(not(loom))]
+pub(crate) use std::thread::JoinHandle;
+
+/// Starts a named thread (loom's threads have no names). Panics, as `std::thread::spawn` does, if the
+/// operating system cannot create a thread.
+pub(crate) fn spawn_named<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    #[cfg(loom)]
+    {
+        let _ = name;
+        loom::thread::spawn(f)
+    }
+    #[cfg(not(loom))]
+    {
+        std::thread::Builder::new().name(name.to_string()).spawn(f).expect("failed to spawn thread")
+    }
+}
+
+#[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
 
 #[cfg(not(loom))]
 mod imp {
+    use std::time::Duration;
+
     pub(crate) type ReadGuard<'a, T> = parking_lot::RwLockReadGuard<'a, T>;
     pub(crate) type WriteGuard<'a, T> = parking_lot::RwLockWriteGuard<'a, T>;
     pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
@@ -58,6 +79,9 @@ mod imp {
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
         }
+        pub(crate) fn into_inner(self) -> T {
+            self.0.into_inner()
+        }
     }
 
     /// A condition variable paired with [`Mutex`].
@@ -72,6 +96,14 @@ mod imp {
             self.0.wait(&mut guard);
             guard
         }
+        /// Waits for a notification or `timeout`, whichever comes first (or wakes spuriously).
+        pub(crate) fn wait_for<'a, T>(&self, mut guard: MutexGuard<'a, T>, timeout: Duration) -> MutexGuard<'a, T> {
+            self.0.wait_for(&mut guard, timeout);
+            guard
+        }
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
         pub(crate) fn notify_all(&self) {
             self.0.notify_all();
         }
@@ -80,6 +112,8 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
+    use std::time::Duration;
+
     pub(crate) type ReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
     pub(crate) type WriteGuard<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;
     pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
@@ -107,12 +141,27 @@ mod imp {
     #[derive(Debug)]
     pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
 
+    impl<T: Default> Default for Mutex<T> {
+        fn default() -> Self {
+            Self::new(T::default())
+        }
+    }
+
+    impl<T: Default> Default for RwLock<T> {
+        fn default() -> Self {
+            Self::new(T::default())
+        }
+    }
+
     impl<T> Mutex<T> {
         pub(crate) fn new(value: T) -> Self {
             Self(loom::sync::Mutex::new(value))
         }
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        pub(crate) fn into_inner(self) -> T {
+            self.0.into_inner().unwrap_or_else(|e| e.into_inner())
         }
     }
 
@@ -127,13 +176,23 @@ mod imp {
         pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
             self.0.wait(guard).unwrap_or_else(|e| e.into_inner())
         }
+        /// Loom has no clock: a timed wait is a wait that may also end without a notification.
+        pub(crate) fn wait_for<'a, T>(&self, guard: MutexGuard<'a, T>, timeout: Duration) -> MutexGuard<'a, T> {
+            match self.0.wait_timeout(guard, timeout) {
+                Ok((guard, _)) => guard,
+                Err(e) => e.into_inner().0,
+            }
+        }
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
         pub(crate) fn notify_all(&self) {
             self.0.notify_all();
         }
     }
 }
 
-pub(crate) use imp::{Condvar, Mutex, RwLock};
+pub(crate) use imp::{Condvar, Mutex, MutexGuard, RwLock};
 
 #[cfg(all(test, not(loom)))]
 mod tests {

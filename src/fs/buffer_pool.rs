@@ -8,8 +8,8 @@
 
 use std::sync::{Arc, Weak};
 
+use crate::sync::Mutex;
 use bytes::Bytes;
-use parking_lot::Mutex;
 
 /// Smallest bucket: 4 KiB.
 const MIN_SHIFT: u32 = 12;

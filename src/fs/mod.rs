@@ -49,7 +49,6 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -68,6 +67,7 @@ use self::stats::{Count, Counters, Gauges};
 use self::write_back::DirtyBudget;
 use crate::Cache;
 use crate::metrics::LatencyRecorder;
+use crate::sync::JoinHandle;
 
 /// Operations whose latency is recorded, in this order.
 const OPS: &[&str] = &["read", "write", "flush"];
@@ -140,10 +140,15 @@ impl CacheFs {
             .name(format!("{}_data", b.name))
             .max_capacity(b.max_bytes)
             .shards(builder::DATA_SHARDS as usize)
+            .hasher(hasher())
             .policy(b.policy)
             .weigher(|k: &Arc<str>, v: &Bytes| u32::try_from(v.len() + k.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX))
             .build();
-        let meta = Cache::builder().name(format!("{}_metadata", b.name)).max_capacity(b.metadata_capacity).build();
+        let meta = Cache::builder()
+            .name(format!("{}_metadata", b.name))
+            .max_capacity(b.metadata_capacity)
+            .hasher(hasher())
+            .build();
         let inner = Arc::new(Inner {
             backend: b.backend,
             data,
@@ -350,6 +355,19 @@ impl Inner {
 
     pub(crate) fn now_modified() -> SystemTime {
         SystemTime::now()
+    }
+}
+
+/// The hasher for the caches and stripes: random per instance (flood-resistant), except under loom,
+/// whose models must run the same way on every iteration.
+pub(crate) fn hasher() -> ahash::RandomState {
+    #[cfg(loom)]
+    {
+        ahash::RandomState::with_seeds(1, 2, 3, 4)
+    }
+    #[cfg(not(loom))]
+    {
+        ahash::RandomState::new()
     }
 }
 

@@ -20,13 +20,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
-use parking_lot::{Mutex, MutexGuard};
 
 use super::error::Error;
 
-/// Stripes: enough that unrelated paths rarely share one.
+/// Stripes: enough that unrelated paths rarely share one. Two under loom, so that models see paths
+/// share a stripe.
+#[cfg(not(loom))]
 const STRIPES: usize = 1024;
+#[cfg(loom)]
+const STRIPES: usize = 2;
 
 /// Write-back state of a dirty file.
 #[derive(Debug)]
@@ -83,7 +87,7 @@ pub(crate) struct Stripes {
 
 impl Stripes {
     pub(crate) fn new() -> Self {
-        Stripes { locks: (0..STRIPES).map(|_| Mutex::default()).collect(), hasher: ahash::RandomState::new() }
+        Stripes { locks: (0..STRIPES).map(|_| Mutex::default()).collect(), hasher: super::hasher() }
     }
 
     /// Locks the stripe of `path`.

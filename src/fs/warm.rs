@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::sync::Mutex;
 use glob::{MatchOptions, Pattern};
-use parking_lot::Mutex;
 
 use super::read::Opened;
 use super::resident::Resident;

@@ -18,10 +18,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, JoinHandle, Mutex};
 
 use super::resident::Stripe;
 use super::stats::{Count, Counters};
@@ -37,6 +36,8 @@ struct Budget {
     stalled: Option<String>,
     /// A writer needs room: the flusher should write everything dirty, not only what is due.
     urgent: bool,
+    /// Writers waiting for room.
+    waiting: u32,
     stop: bool,
 }
 
@@ -52,7 +53,7 @@ pub(crate) struct DirtyBudget {
 
 impl DirtyBudget {
     pub(crate) fn new(max: u64) -> Self {
-        DirtyBudget { max, state: Mutex::default(), freed: Condvar::new(), work: Condvar::new() }
+        DirtyBudget { max, state: Mutex::new(Budget::default()), freed: Condvar::new(), work: Condvar::new() }
     }
 
     /// Dirty entries and bytes now.
@@ -64,26 +65,42 @@ impl DirtyBudget {
     /// Reserves `len` dirty bytes for a write to `path`, waiting for the flusher while over budget.
     pub(crate) fn reserve(&self, path: &str, len: u64, counters: &Counters) -> Result<(), Error> {
         let mut s = self.state.lock();
-        let mut waited_since: Option<u64> = None;
-        while s.bytes > 0 && s.bytes.saturating_add(len) > self.max && !s.stop {
-            let since = *waited_since.get_or_insert_with(|| {
-                counters.add(Count::BackpressureWait, 1);
-                s.passes
-            });
-            if let Some(last_error) = s.stalled.clone().filter(|_| s.passes > since) {
-                return Err(Error::WriteBackStalled { path: path.to_string(), dirty_bytes: s.bytes, last_error });
+        if self.over(&s, len) {
+            counters.add(Count::BackpressureWait, 1);
+            let since = s.passes;
+            s.waiting += 1;
+            while self.over(&s, len) {
+                if let Some(last_error) = s.stalled.clone().filter(|_| s.passes > since) {
+                    s.waiting -= 1;
+                    return Err(Error::WriteBackStalled { path: path.to_string(), dirty_bytes: s.bytes, last_error });
+                }
+                s.urgent = true;
+                self.work.notify_one();
+                // Woken by a release, a pass that found the backend failing, or shutdown; the timeout
+                // only bounds the cost of a lost wake-up.
+                s = self.freed.wait_for(s, Duration::from_millis(100));
             }
-            s.urgent = true;
-            self.work.notify_one();
-            self.freed.wait_for(&mut s, Duration::from_millis(100));
+            s.waiting -= 1;
         }
         s.bytes += len;
         Ok(())
     }
 
-    /// A new dirty file (its bytes were reserved).
+    /// Whether `len` more bytes would exceed the budget (never when nothing is dirty, or at shutdown).
+    fn over(&self, s: &Budget, len: u64) -> bool {
+        s.bytes > 0 && s.bytes.saturating_add(len) > self.max && !s.stop
+    }
+
+    /// A new dirty file (its bytes were reserved). If writers are waiting for room, the flusher is asked
+    /// to write it: its bytes may be what they wait for.
     pub(crate) fn add_entry(&self) {
-        self.state.lock().entries += 1;
+        let mut s = self.state.lock();
+        s.entries += 1;
+        if s.waiting > 0 {
+            s.urgent = true;
+            drop(s);
+            self.work.notify_one();
+        }
     }
 
     /// `len` bytes and `entries` files are no longer dirty.
@@ -106,33 +123,32 @@ impl DirtyBudget {
 /// passed, or everything when a writer is waiting for room.
 pub(crate) fn spawn_flusher(inner: Arc<Inner>, delay: Duration) -> JoinHandle<()> {
     let tick = (delay / 4).clamp(Duration::from_millis(1), Duration::from_millis(250));
-    std::thread::Builder::new()
-        .name("cachefs-flusher".into())
-        .spawn(move || {
-            loop {
-                let urgent = {
-                    let mut s = inner.dirty.state.lock();
-                    if !s.urgent && !s.stop {
-                        inner.dirty.work.wait_for(&mut s, tick);
-                    }
-                    if s.stop {
-                        return;
-                    }
-                    std::mem::take(&mut s.urgent)
-                };
-                let pass = inner.flush_pass(urgent);
+    crate::sync::spawn_named("cachefs-flusher", move || {
+        loop {
+            let urgent = {
                 let mut s = inner.dirty.state.lock();
-                s.passes += 1;
-                if pass.written > 0 {
-                    s.stalled = None;
-                } else if let Some(e) = pass.last_error.filter(|_| urgent) {
-                    s.stalled = Some(e);
+                if !s.urgent && !s.stop {
+                    s = inner.dirty.work.wait_for(s, tick);
                 }
+                if s.stop {
+                    return;
+                }
+                std::mem::take(&mut s.urgent)
+            };
+            let pass = inner.flush_pass(urgent);
+            let mut s = inner.dirty.state.lock();
+            s.passes += 1;
+            if pass.written > 0 {
+                // Each written file already woke the waiting writers through `release`.
+                s.stalled = None;
+            } else if let Some(e) = pass.last_error.filter(|_| urgent) {
+                s.stalled = Some(e);
                 drop(s);
+                // Waiting writers must hear that the backend is failing.
                 inner.dirty.freed.notify_all();
             }
-        })
-        .expect("spawning the flusher thread")
+        }
+    })
 }
 
 #[derive(Debug, Default)]

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use crate::sync::RwLock;
 use bytes::Bytes;
-use parking_lot::RwLock;
 
 use super::{Backend, Metadata};
 use crate::fs::error::Error;
