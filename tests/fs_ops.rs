@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use cachefs::fs::{Backend, CacheFs, Error, MemBackend, OsBackend, WarmOptions, WarmPriority, WriteMode};
-use common::faulty::{EIO, ENOSPC, Faulty, Op};
+use common::faulty::{EACCES, EIO, ENOSPC, Faulty, Op};
 use tempfile::TempDir;
 
 const MODES: [WriteMode; 3] = [
@@ -458,6 +458,17 @@ fn read_failures_are_typed_and_nothing_is_cached() {
         assert_eq!(&s.fs.read("r").unwrap()[..], b"data");
         s.store.fail(Op::Stat, 1, 1, EIO);
         assert!(matches!(s.fs.stat("missing-meta"), Err(Error::Io { .. })));
+        s.store.inner().write("secret", b"s").unwrap();
+        s.store.fail(Op::Read, 1, 1, EACCES);
+        match s.fs.read("secret") {
+            Err(Error::PermissionDenied { path }) => assert_eq!(path, "secret"),
+            other => panic!("{}: {other:?}", s.name),
+        }
+        s.store.fail(Op::Write, 1, 1, EACCES);
+        if !s.write_back() {
+            assert!(matches!(s.fs.write("secret", vec![1]), Err(Error::PermissionDenied { .. })));
+        }
+        assert_eq!(&s.fs.read("secret").unwrap()[..], b"s", "{}: nothing changed", s.name);
     });
 }
 

@@ -43,6 +43,7 @@ pub struct CacheFsBuilder {
     pub(crate) metadata_ttl: Duration,
     pub(crate) metadata_capacity: u64,
     pub(crate) flush_on_close: bool,
+    pub(crate) flush_workers: usize,
     pub(crate) large_file_threshold: Option<u64>,
     pub(crate) chunk_size: u64,
     pub(crate) latency: Option<LatencyConfig>,
@@ -59,6 +60,7 @@ impl fmt::Debug for CacheFsBuilder {
             .field("metadata_ttl", &self.metadata_ttl)
             .field("metadata_capacity", &self.metadata_capacity)
             .field("flush_on_close", &self.flush_on_close)
+            .field("flush_workers", &self.flush_workers)
             .field("large_file_threshold", &self.large_file_threshold)
             .field("chunk_size", &self.chunk_size)
             .field("name", &self.name)
@@ -80,6 +82,7 @@ impl CacheFsBuilder {
             metadata_ttl: Duration::from_secs(5),
             metadata_capacity: 100_000,
             flush_on_close: true,
+            flush_workers: 4,
             large_file_threshold: None,
             chunk_size: 1 << 20,
             latency: None,
@@ -125,6 +128,14 @@ impl CacheFsBuilder {
     /// backend. Default true.
     pub fn flush_on_close(mut self, on: bool) -> Self {
         self.flush_on_close = on;
+        self
+    }
+
+    /// Threads `flush()` and urgent background passes use to write dirty files in parallel (each file
+    /// still by one thread at a time). Backends whose writes wait on the disk (fsync) gain the most.
+    /// Default 4; at least 1.
+    pub fn flush_workers(mut self, workers: usize) -> Self {
+        self.flush_workers = workers.max(1);
         self
     }
 

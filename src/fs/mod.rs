@@ -96,6 +96,7 @@ pub(crate) struct Inner {
     pub(crate) threshold: u64,
     pub(crate) chunk_size: u64,
     pub(crate) flush_on_close: bool,
+    pub(crate) flush_workers: usize,
     metadata_ttl_ms: u64,
     clock: CoarseClock,
     pub(crate) dirty: DirtyBudget,
@@ -158,6 +159,7 @@ impl CacheFs {
             threshold,
             chunk_size: b.chunk_size.min(threshold.max(1)),
             flush_on_close: b.flush_on_close,
+            flush_workers: b.flush_workers,
             metadata_ttl_ms: u64::try_from(b.metadata_ttl.as_millis()).unwrap_or(u64::MAX),
             clock: b.clock.map_or(CoarseClock::System, CoarseClock::Manual),
             dirty: DirtyBudget::new(match b.write_mode {

@@ -174,17 +174,50 @@ impl Inner {
             return pass;
         }
         let now = Instant::now();
-        for mut stripe in self.stripes.each() {
-            let due = due_keys(&stripe, |d| urgent || d.due <= now);
-            for key in due {
-                match self.flush_locked(&mut stripe, &key) {
-                    Some(Ok(())) => pass.written += 1,
-                    Some(Err(e)) => pass.last_error = Some(e.to_string()),
-                    None => {}
+        let (written, failures) = self.flush_keys(self.dirty_keys(|d| urgent || d.due <= now));
+        pass.written = written;
+        pass.last_error = failures.last().map(|f| f.error.to_string());
+        pass
+    }
+
+    /// Every dirty file satisfying `due`, stripe by stripe.
+    fn dirty_keys(&self, due: impl Fn(&super::resident::Dirty) -> bool) -> Vec<Arc<str>> {
+        let mut keys = Vec::new();
+        for stripe in self.stripes.each() {
+            keys.extend(due_keys(&stripe, &due));
+        }
+        keys
+    }
+
+    /// Flushes `keys` (those still dirty) with up to `flush_workers` threads; returns how many were
+    /// written and every failure. Each file is written with its stripe locked, as always, so workers
+    /// never write one file twice or out of order.
+    fn flush_keys(&self, keys: Vec<Arc<str>>) -> (u64, Vec<FlushFailure>) {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results = Mutex::new((0u64, Vec::new()));
+        let work = || {
+            // Relaxed: the counter only hands out distinct indices.
+            while let Some(key) = keys.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                let outcome = self.flush_one(key);
+                let mut r = results.lock();
+                match outcome {
+                    Ok(written) => r.0 += u64::from(written),
+                    Err(e) => r.1.push(FlushFailure { path: key.to_string(), error: Box::new(e) }),
                 }
             }
+        };
+        // Loom models run on loom threads only; flushing there stays on the calling thread.
+        let workers = if cfg!(loom) { 1 } else { self.flush_workers.min(keys.len()) };
+        if workers <= 1 {
+            work();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..workers {
+                    s.spawn(work);
+                }
+            });
         }
-        pass
+        results.into_inner()
     }
 
     /// Writes `key`'s dirty data to the backend (its stripe locked). `None` if it was not dirty.
@@ -216,19 +249,10 @@ impl Inner {
 
     /// Writes every dirty file now; reports each that fails.
     pub(crate) fn flush_all(&self) -> Result<u64, Error> {
-        let mut failures = Vec::new();
-        let mut written = 0;
-        if self.has_dirty() {
-            for mut stripe in self.stripes.each() {
-                for key in due_keys(&stripe, |_| true) {
-                    match self.flush_locked(&mut stripe, &key) {
-                        Some(Ok(())) => written += 1,
-                        Some(Err(e)) => failures.push(FlushFailure { path: key.to_string(), error: Box::new(e) }),
-                        None => {}
-                    }
-                }
-            }
+        if !self.has_dirty() {
+            return Ok(0);
         }
+        let (written, failures) = self.flush_keys(self.dirty_keys(|_| true));
         if failures.is_empty() { Ok(written) } else { Err(Error::Flush { failures }) }
     }
 

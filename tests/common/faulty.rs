@@ -19,6 +19,7 @@ pub enum Op {
 /// Linux errno values the tests inject.
 pub const EIO: i32 = 5;
 pub const ENOSPC: i32 = 28;
+pub const EACCES: i32 = 13;
 
 #[derive(Debug)]
 struct Fault {
