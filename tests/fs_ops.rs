@@ -310,11 +310,16 @@ fn warm_async_reports_progress_and_can_be_cancelled() {
     for p in &paths {
         s.store.inner().write(p, &[1; 10]).unwrap();
     }
-    s.store.fail_always(Op::Stat, EIO); // every file fails, slowly enough to observe
-    s.store.slow_writes(Duration::ZERO);
-    let handle = s.fs.warm_async(&paths, WarmOptions { workers: 1, ..WarmOptions::default() });
+    // Each file takes at least 2 ms (the progress callback sleeps), so the cancel lands mid-warm.
+    let slow = WarmOptions {
+        workers: 1,
+        progress: Some(Arc::new(|_| std::thread::sleep(Duration::from_millis(2)))),
+        ..WarmOptions::default()
+    };
+    let handle = s.fs.warm_async(&paths, slow);
     handle.cancel();
     assert!(matches!(handle.join(), Err(Error::WarmStopped { .. })));
+    assert!(s.fs.stats().warmed < 200);
     s.store.heal();
     let handle = s.fs.warm_async(&paths, WarmOptions { workers: 2, ..WarmOptions::default() });
     while !handle.is_finished() {
@@ -501,7 +506,8 @@ fn the_flusher_writes_after_the_delay() {
     s.fs.write("later", b"x".to_vec()).unwrap();
     assert_eq!(s.on_backend("later"), None);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while s.on_backend("later").is_none() && std::time::Instant::now() < deadline {
+    // The file lands on the backend a moment before the flusher counts it: wait for both.
+    while (s.on_backend("later").is_none() || s.fs.stats().flushes == 0) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(s.on_backend("later").as_deref(), Some(&b"x"[..]));

@@ -27,7 +27,9 @@ fn write_back(store: &std::sync::Arc<MemBackend>, max_dirty_bytes: u64) -> Arc<C
     // A delay of an hour: the flusher only writes when a writer needs room (or never), so the model
     // explores writes racing flushes it triggers, not clock ticks.
     let mode = WriteMode::WriteBack { delay: Duration::from_secs(3600), max_dirty_bytes };
-    Arc::new(CacheFs::builder(std::sync::Arc::clone(store)).write_mode(mode).build())
+    // A four-entry metadata table: the default (100,000 entries) would create that many loom atomics
+    // in every iteration.
+    Arc::new(CacheFs::builder(std::sync::Arc::clone(store)).write_mode(mode).metadata_capacity(4).build())
 }
 
 /// Model W1: two writers replace the same file while one of them flushes. After a final flush the
@@ -86,5 +88,38 @@ fn remove_racing_flush_leaves_cache_and_backend_agreeing() {
         fs.flush().unwrap();
         assert!(fs.read("f").unwrap_err().is_not_found());
         assert_eq!(on_backend(&store, "f"), None, "the removed file came back");
+    });
+}
+
+/// Model M1: the metadata cache's sequence locks. One writer replaces files in a one-set (four-way)
+/// metadata table, forcing slots to change owner, while a reader stats two of them: every `stat` must
+/// return that file's own length, never another file's or a torn mix (the table is read without locks).
+#[test]
+fn metadata_reads_never_return_another_files_entry() {
+    model(|| {
+        let store = std::sync::Arc::new(MemBackend::new());
+        let fs = Arc::new(
+            CacheFs::builder(std::sync::Arc::clone(&store))
+                .metadata_capacity(4)
+                .write_mode(WriteMode::WriteThrough)
+                .build(),
+        );
+        for i in 1..=4u8 {
+            store.write(&format!("f{i}"), &vec![i; i as usize]).unwrap();
+            fs.stat(format!("f{i}")).unwrap(); // fills the set's four ways
+        }
+        store.write("f5", &[5; 5]).unwrap();
+        let writer = Arc::clone(&fs);
+        let t = thread::spawn(move || {
+            writer.stat("f5").unwrap(); // takes over one of the four slots
+            writer.write("f1", vec![1; 11]).unwrap(); // f1 changes length
+        });
+        for (path, lens) in [("f2", &[2u64][..]), ("f1", &[1, 11][..])] {
+            let len = fs.stat(path).unwrap().len;
+            assert!(lens.contains(&len), "{path}: length {len}");
+        }
+        t.join().unwrap();
+        assert_eq!(fs.stat("f1").unwrap().len, 11);
+        assert_eq!(fs.stat("f5").unwrap().len, 5);
     });
 }

@@ -37,6 +37,7 @@ mod coarse_clock;
 mod dataset;
 mod error;
 mod file;
+mod metadata_cache;
 mod path;
 mod read;
 mod resident;
@@ -62,6 +63,7 @@ pub use warm::{ProgressFn, WarmHandle, WarmOptions, WarmPriority, WarmProgress, 
 
 use self::buffer_pool::BufferPool;
 use self::coarse_clock::CoarseClock;
+use self::metadata_cache::MetadataCache;
 use self::resident::{Stripe, Stripes};
 use self::stats::{Count, Counters, Gauges};
 use self::write_back::DirtyBudget;
@@ -78,27 +80,18 @@ const OP_FLUSH: usize = 2;
 /// Bytes charged per cached entry on top of its content (key, slot, `Bytes` header).
 const ENTRY_OVERHEAD: usize = 96;
 
-/// A file's metadata and when it stops being trusted.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MetaEntry {
-    meta: Metadata,
-    expires_ms: u64,
-}
-
 /// Everything the public handle, file handles, the flusher and async warms share.
 pub(crate) struct Inner {
     pub(crate) backend: Box<dyn Backend>,
     /// File content: whole files under their path, chunks of large files under `path\0index`.
     pub(crate) data: Cache<Arc<str>, Bytes>,
-    pub(crate) meta: Cache<Arc<str>, MetaEntry>,
+    pub(crate) meta: MetadataCache,
     pub(crate) stripes: Stripes,
     pub(crate) mode: WriteMode,
     pub(crate) threshold: u64,
     pub(crate) chunk_size: u64,
     pub(crate) flush_on_close: bool,
     pub(crate) flush_workers: usize,
-    metadata_ttl_ms: u64,
-    clock: CoarseClock,
     pub(crate) dirty: DirtyBudget,
     pub(crate) counters: Counters,
     latency: Option<LatencyRecorder>,
@@ -145,11 +138,9 @@ impl CacheFs {
             .policy(b.policy)
             .weigher(|k: &Arc<str>, v: &Bytes| u32::try_from(v.len() + k.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX))
             .build();
-        let meta = Cache::builder()
-            .name(format!("{}_metadata", b.name))
-            .max_capacity(b.metadata_capacity)
-            .hasher(hasher())
-            .build();
+        let clock = b.clock.map_or(CoarseClock::System, CoarseClock::Manual);
+        let ttl_ms = u64::try_from(b.metadata_ttl.as_millis()).unwrap_or(u64::MAX);
+        let meta = MetadataCache::new(b.metadata_capacity, ttl_ms, clock, &b.name);
         let inner = Arc::new(Inner {
             backend: b.backend,
             data,
@@ -160,8 +151,6 @@ impl CacheFs {
             chunk_size: b.chunk_size.min(threshold.max(1)),
             flush_on_close: b.flush_on_close,
             flush_workers: b.flush_workers,
-            metadata_ttl_ms: u64::try_from(b.metadata_ttl.as_millis()).unwrap_or(u64::MAX),
-            clock: b.clock.map_or(CoarseClock::System, CoarseClock::Manual),
             dirty: DirtyBudget::new(match b.write_mode {
                 WriteMode::WriteBack { max_dirty_bytes, .. } => max_dirty_bytes,
                 _ => u64::MAX,
@@ -182,11 +171,12 @@ impl CacheFs {
     /// The file's length and modification time, from the metadata cache when it is fresh. Dirty
     /// write-back files report their new length.
     pub fn stat(&self, path: impl AsRef<Path>) -> Result<Metadata, Error> {
-        let raw = path::as_str(path.as_ref())?;
-        if let Some(m) = self.inner.cached_meta(raw) {
+        let path = path.as_ref();
+        // Only canonical paths are stored, so the caller's bytes can be looked up before any check.
+        if let Some(m) = self.inner.cached_meta(path.as_os_str().as_encoded_bytes()) {
             return Ok(m);
         }
-        let key = path::canonical(raw, false)?;
+        let key = path::canonical(path::as_str(path)?, false)?;
         let stripe = self.inner.stripes.lock(&key);
         self.inner.metadata_locked(&stripe, &key)
     }
@@ -226,7 +216,7 @@ impl CacheFs {
     pub fn clear(&self) {
         let n = self.inner.data.len();
         self.inner.data.invalidate_all();
-        self.inner.meta.invalidate_all();
+        self.inner.meta.invalidate_where(|_| true);
         self.inner.counters.add(Count::Invalidated, n);
     }
 
@@ -240,7 +230,7 @@ impl CacheFs {
                 dirty_entries,
                 dirty_bytes,
                 data: i.data.stats(),
-                metadata: i.meta.stats(),
+                metadata_entries: i.meta.entries(),
                 latency: i.latency.as_ref().map(LatencyRecorder::summaries).unwrap_or_default(),
             },
         )
@@ -288,38 +278,32 @@ impl Inner {
         }
     }
 
-    /// Fresh cached metadata for `raw`, if `raw` is a cached (hence canonical) path. Only file paths
-    /// are keys here (no chunk keys), so unlike content lookups this needs no NUL check.
+    /// Fresh cached metadata for `key`, counting a hit.
     #[inline]
-    fn cached_meta(&self, raw: &str) -> Option<Metadata> {
-        let e = self.meta.get(raw)?;
-        if e.expires_ms > self.clock.now_ms() {
-            return Some(e.meta);
-        }
-        None
+    fn cached_meta(&self, key: &[u8]) -> Option<Metadata> {
+        let m = self.meta.get(key)?;
+        self.counters.add(Count::MetadataHit, 1);
+        Some(m)
     }
 
-    pub(crate) fn put_meta(&self, key: &Arc<str>, meta: Metadata) {
-        if self.metadata_ttl_ms > 0 {
-            let expires_ms = self.clock.now_ms().saturating_add(self.metadata_ttl_ms);
-            self.meta.insert(Arc::clone(key), MetaEntry { meta, expires_ms });
-        }
+    pub(crate) fn put_meta(&self, key: &str, meta: Metadata) {
+        self.meta.put(key, meta);
     }
 
     /// Metadata of `key` (canonical) with its stripe locked: dirty data first, then the metadata cache,
     /// then the backend.
     pub(crate) fn metadata_locked(&self, stripe: &Stripe, key: &str) -> Result<Metadata, Error> {
-        if let Some(r) = stripe.resident.get(key) {
-            if let Some(d) = &r.dirty {
-                return Ok(Metadata { len: r.data.len() as u64, modified: d.modified });
-            }
+        if let Some(r) = stripe.resident.get(key)
+            && let Some(d) = &r.dirty
+        {
+            return Ok(Metadata { len: r.data.len() as u64, modified: d.modified });
         }
-        if let Some(m) = self.cached_meta(key) {
+        if let Some(m) = self.cached_meta(key.as_bytes()) {
             return Ok(m);
         }
         self.counters.add(Count::MetadataMiss, 1);
         let meta = self.backend.stat(key)?;
-        self.put_meta(&Arc::from(key), meta);
+        self.put_meta(key, meta);
         Ok(meta)
     }
 
@@ -343,7 +327,7 @@ impl Inner {
     /// Drops every cached entry whose file path `matches`.
     fn invalidate_where(&self, mut matches: impl FnMut(&str) -> bool) -> u64 {
         let n = self.data.invalidate_if(|k, _| matches(read::file_of(k)));
-        self.meta.invalidate_if(|k, _| matches(k));
+        self.meta.invalidate_where(&mut matches);
         self.counters.add(Count::Invalidated, n);
         n
     }

@@ -145,7 +145,7 @@ impl Inner {
         let key: Arc<str> = Arc::from(key);
         if data.len() as u64 != meta.len {
             // Changed behind our back since its metadata was cached: trust the content, refresh the rest.
-            self.meta.invalidate(&*key);
+            self.meta.invalidate(&key);
         }
         if data.len() as u64 > self.threshold {
             return Ok(Opened::Whole(data));

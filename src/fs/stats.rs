@@ -19,6 +19,7 @@ pub(crate) enum Count {
     ReadMiss,
     BytesFromCache,
     BytesFromBackend,
+    MetadataHit,
     MetadataMiss,
     Write,
     BytesWritten,
@@ -32,7 +33,7 @@ pub(crate) enum Count {
     WarmSkipped,
 }
 
-const COUNTS: usize = 15;
+const COUNTS: usize = 16;
 
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -103,8 +104,8 @@ pub struct FsStats {
     pub warm_skipped: u64,
     /// The file-content cache underneath (whole files and chunks; weights are bytes).
     pub data: CacheStats,
-    /// The metadata cache underneath.
-    pub metadata: CacheStats,
+    /// Files whose metadata is cached (some may have expired).
+    pub metadata_entries: u64,
     /// Latency of `read`, `write` and `flush`, when latency recording is on.
     pub latency: Vec<LatencySummary>,
 }
@@ -114,7 +115,7 @@ pub(crate) struct Gauges {
     pub(crate) dirty_entries: u64,
     pub(crate) dirty_bytes: u64,
     pub(crate) data: CacheStats,
-    pub(crate) metadata: CacheStats,
+    pub(crate) metadata_entries: u64,
     pub(crate) latency: Vec<LatencySummary>,
 }
 
@@ -127,7 +128,7 @@ impl Counters {
             read_misses: t(Count::ReadMiss),
             bytes_from_cache: t(Count::BytesFromCache),
             bytes_from_backend: t(Count::BytesFromBackend),
-            metadata_hits: g.metadata.hits.saturating_sub(t(Count::MetadataMiss)),
+            metadata_hits: t(Count::MetadataHit),
             metadata_misses: t(Count::MetadataMiss),
             writes: t(Count::Write),
             bytes_written: t(Count::BytesWritten),
@@ -142,7 +143,7 @@ impl Counters {
             warmed: t(Count::Warmed),
             warm_skipped: t(Count::WarmSkipped),
             data: g.data,
-            metadata: g.metadata,
+            metadata_entries: g.metadata_entries,
             latency: g.latency,
         }
     }
@@ -190,6 +191,7 @@ impl FsStats {
             ("cachefs_fs_cached_bytes", "Bytes of file content held in the cache.", self.data.weighted_size),
             ("cachefs_fs_capacity_bytes", "Byte budget of the content cache.", self.data.capacity),
             ("cachefs_fs_cached_entries", "Files and chunks held in the cache.", self.data.entries),
+            ("cachefs_fs_metadata_entries", "Files whose metadata is cached.", self.metadata_entries),
         ] {
             prometheus::single(&mut out, "gauge", &cache, (name, help, value));
         }
