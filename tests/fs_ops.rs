@@ -185,6 +185,26 @@ fn remove_and_remove_all_take_files_from_cache_dirty_set_and_backend() {
 }
 
 #[test]
+fn rename_moves_files_including_dirty_ones() {
+    each(1 << 20, |s| {
+        s.fs.write("r/a", b"aaa".to_vec()).unwrap();
+        s.fs.write("r/b", b"old b".to_vec()).unwrap();
+        s.fs.read("r/b").unwrap();
+        s.fs.rename("r/a", "r/b").unwrap();
+        assert!(s.fs.read("r/a").unwrap_err().is_not_found(), "{}", s.name);
+        assert_eq!(&s.fs.read("r/b").unwrap()[..], b"aaa", "{}", s.name);
+        assert_eq!(s.fs.stat("r/b").unwrap().len, 3);
+        s.fs.rename("r/b", "r/b").unwrap();
+        assert!(s.fs.rename("r/none", "r/c").unwrap_err().is_not_found());
+        assert!(matches!(s.fs.rename("r/b", "../x"), Err(Error::InvalidPath { .. })));
+        s.fs.flush().unwrap();
+        assert_eq!(s.on_backend("r/b").as_deref(), Some(&b"aaa"[..]), "{}", s.name);
+        assert_eq!(s.on_backend("r/a"), None);
+        assert_eq!(s.fs.stats().dirty_entries, 0);
+    });
+}
+
+#[test]
 fn invalidation_drops_cached_copies_only() {
     each(1 << 20, |s| {
         for p in ["m/a.bin", "m/b.bin", "m/c.txt", "mm/d.bin", "z.bin"] {

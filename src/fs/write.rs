@@ -40,6 +40,32 @@ impl CacheFs {
         Ok(())
     }
 
+    /// Moves a file to `to`, replacing any file there. Dirty data of `from` is written first (the move
+    /// happens on the backend); dirty data of `to` is discarded (it is being replaced). Cached copies of
+    /// both paths are dropped.
+    pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<(), Error> {
+        let (from, to) = (checked(from.as_ref())?, checked(to.as_ref())?);
+        if from == to {
+            return self.stat(&*from).map(|_| ());
+        }
+        {
+            let mut stripe = self.inner.stripes.lock(&to);
+            self.inner.discard_dirty(&mut stripe, &to);
+            self.inner.forget_locked(&mut stripe, &to, true);
+        }
+        let mut stripe = self.inner.stripes.lock(&from);
+        if let Some(Err(e)) = self.inner.flush_locked(&mut stripe, &from) {
+            return Err(e);
+        }
+        self.inner.backend.rename(&from, &to)?;
+        self.inner.forget_locked(&mut stripe, &from, true);
+        drop(stripe);
+        // A fill of `to` may have raced the move: drop it once more now that the backend has the file.
+        let mut stripe = self.inner.stripes.lock(&to);
+        self.inner.forget_locked(&mut stripe, &to, true);
+        Ok(())
+    }
+
     /// Removes directory `dir` and every file below it (`""`: every file) from the cache, the dirty set
     /// and the backend. Returns how many files went.
     pub fn remove_all(&self, dir: impl AsRef<Path>) -> Result<u64, Error> {
