@@ -652,6 +652,30 @@ fn metadata_is_cached_for_its_ttl() {
 }
 
 #[test]
+fn content_expires_after_its_ttl_but_dirty_data_stays() {
+    let clock = cachefs::ManualClock::new();
+    let store = Arc::new(Faulty::new(MemBackend::new()));
+    let fs = CacheFs::builder(Arc::clone(&store))
+        .content_ttl(Duration::from_secs(60))
+        .policy(cachefs::Policy::Ttl)
+        .write_mode(WriteMode::WriteBack { delay: Duration::from_secs(3600), max_dirty_bytes: 1 << 20 })
+        .clock(clock.clone())
+        .build();
+    store.inner().write("clean", b"v1").unwrap();
+    fs.read("clean").unwrap();
+    fs.write("dirty", b"d".to_vec()).unwrap();
+    store.inner().write("clean", b"v2").unwrap();
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(&fs.read("clean").unwrap()[..], b"v1", "still fresh");
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(&fs.read("clean").unwrap()[..], b"v2", "expired, read again");
+    assert_eq!(&fs.read("dirty").unwrap()[..], b"d", "dirty data outlives the TTL");
+    assert_eq!(store.reads(), 2);
+    fs.flush().unwrap();
+    assert!(store.inner().stat("dirty").is_ok());
+}
+
+#[test]
 fn stats_export_as_json_and_prometheus() {
     let s = setup(false, WriteMode::write_back(), 1 << 20);
     s.fs.write("x", vec![1; 10]).unwrap();

@@ -41,6 +41,7 @@ pub struct CacheFsBuilder {
     pub(crate) policy: Policy,
     pub(crate) write_mode: WriteMode,
     pub(crate) metadata_ttl: Duration,
+    pub(crate) content_ttl: Option<Duration>,
     pub(crate) metadata_capacity: u64,
     pub(crate) flush_on_close: bool,
     pub(crate) flush_workers: usize,
@@ -58,6 +59,7 @@ impl fmt::Debug for CacheFsBuilder {
             .field("policy", &self.policy)
             .field("write_mode", &self.write_mode)
             .field("metadata_ttl", &self.metadata_ttl)
+            .field("content_ttl", &self.content_ttl)
             .field("metadata_capacity", &self.metadata_capacity)
             .field("flush_on_close", &self.flush_on_close)
             .field("flush_workers", &self.flush_workers)
@@ -80,6 +82,7 @@ impl CacheFsBuilder {
             policy: Policy::Hybrid,
             write_mode: WriteMode::WriteThrough,
             metadata_ttl: Duration::from_secs(5),
+            content_ttl: None,
             metadata_capacity: 100_000,
             flush_on_close: true,
             flush_workers: 4,
@@ -115,6 +118,14 @@ impl CacheFsBuilder {
     /// can look.
     pub fn metadata_ttl(mut self, ttl: Duration) -> Self {
         self.metadata_ttl = ttl;
+        self
+    }
+
+    /// How long cached file content is served before it is read from the backend again (for backends
+    /// that others write to; with [`Policy::Ttl`] the entries closest to expiry also go first when space
+    /// is needed). Default: no limit. Dirty write-back data is never dropped by this.
+    pub fn content_ttl(mut self, ttl: Duration) -> Self {
+        self.content_ttl = Some(ttl);
         self
     }
 
@@ -165,7 +176,7 @@ impl CacheFsBuilder {
         self
     }
 
-    /// Measures metadata expiry on a clock the caller advances (for tests).
+    /// Measures metadata and content expiry on a clock the caller advances (for tests).
     pub fn clock(mut self, clock: ManualClock) -> Self {
         self.clock = Some(clock);
         self

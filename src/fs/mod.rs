@@ -130,14 +130,20 @@ impl CacheFs {
 
     fn from_builder(b: CacheFsBuilder) -> Self {
         let threshold = b.threshold();
-        let data = Cache::builder()
+        let mut data = Cache::builder()
             .name(format!("{}_data", b.name))
             .max_capacity(b.max_bytes)
             .shards(builder::DATA_SHARDS as usize)
             .hasher(hasher())
             .policy(b.policy)
-            .weigher(|k: &Arc<str>, v: &Bytes| u32::try_from(v.len() + k.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX))
-            .build();
+            .weigher(|k: &Arc<str>, v: &Bytes| u32::try_from(v.len() + k.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX));
+        if let Some(ttl) = b.content_ttl {
+            data = data.time_to_live(ttl);
+        }
+        if let Some(clock) = &b.clock {
+            data = data.clock(clock.clone());
+        }
+        let data = data.build();
         let clock = b.clock.map_or(CoarseClock::System, CoarseClock::Manual);
         let ttl_ms = u64::try_from(b.metadata_ttl.as_millis()).unwrap_or(u64::MAX);
         let meta = MetadataCache::new(b.metadata_capacity, ttl_ms, clock, &b.name);
