@@ -460,6 +460,50 @@ fn large_files_stream_in_chunks_and_detect_changes() {
 }
 
 #[test]
+fn large_files_are_streamed_to_the_backend_and_replace_atomically_on_close() {
+    // 64 KiB budget: threshold 8 KiB, so a 50 KB file is streamed.
+    each(64 << 10, |s| {
+        s.fs.write("big", b"old".to_vec()).unwrap();
+        let want: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+        let mut w = s.fs.create("big").unwrap();
+        for chunk in want.chunks(7_000) {
+            w.write_all(chunk).unwrap();
+        }
+        w.seek(SeekFrom::Start(10)).unwrap();
+        w.write_all(&want[10..20]).unwrap(); // rewrite in place after spilling
+        w.flush().unwrap(); // a streamed file is not stored by flush
+        assert_eq!(&s.fs.read("big").unwrap()[..], b"old", "{}: nothing replaced before close", s.name);
+        w.close().unwrap();
+        assert_eq!(s.fs.read("big").unwrap(), want, "{}", s.name);
+        assert_eq!(s.fs.stat("big").unwrap().len, 50_000);
+        assert_eq!(s.on_backend("big"), Some(want.clone()), "{}: on the backend at close, in every mode", s.name);
+        assert_eq!(s.fs.stats().dirty_entries, 0);
+        // Dropped without close: committed too.
+        {
+            let mut w = s.fs.create("big2").unwrap();
+            w.write_all(&want).unwrap();
+        }
+        assert_eq!(s.fs.read("big2").unwrap(), want);
+    });
+}
+
+#[test]
+fn a_failed_commit_of_a_streamed_file_keeps_the_old_content() {
+    for os in [false, true] {
+        let s = setup(os, WriteMode::write_back(), 64 << 10);
+        s.fs.write("f", b"old".to_vec()).unwrap();
+        s.fs.flush().unwrap();
+        let mut w = s.fs.create("f").unwrap();
+        w.write_all(&[1; 20_000]).unwrap();
+        // The faulty wrapper streams through its default (buffered) `create`, whose commit is one write.
+        s.store.fail(Op::Write, 1, 1, ENOSPC);
+        assert!(matches!(w.close(), Err(Error::StorageFull { .. })), "{}", s.name);
+        assert_eq!(&s.fs.read("f").unwrap()[..], b"old");
+        assert_eq!(s.on_backend("f").as_deref(), Some(&b"old"[..]));
+    }
+}
+
+#[test]
 fn write_through_failure_keeps_the_old_content() {
     for os in [false, true] {
         for mode in [WriteMode::WriteThrough, WriteMode::WriteAround] {

@@ -130,7 +130,7 @@ impl CacheFsBuilder {
     }
 
     /// How many files' metadata is kept (4-way set-associative, so a little less in practice). The table
-    /// takes 128 bytes a slot of address space, but memory only for the slots used. Default 100,000.
+    /// takes 120 bytes a slot of address space, but memory only for the slots used. Default 100,000.
     pub fn metadata_capacity(mut self, entries: u64) -> Self {
         self.metadata_capacity = entries;
         self

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::read::Opened;
-use super::{CacheFs, Error, Inner, WriteMode, checked};
+use super::stats::Count;
+use super::{BackendFile, CacheFs, Error, Inner, Metadata, WriteMode, checked};
 
 /// An open file for reading, from [`CacheFs::open`].
 ///
@@ -41,7 +42,7 @@ impl CacheFs {
     pub fn create(&self, path: impl AsRef<Path>) -> Result<FileWriter<'_>, Error> {
         let key = checked(path.as_ref())?.into_owned();
         self.inner.backend.check(&key)?;
-        Ok(FileWriter { fs: self, path: key, buf: Vec::new(), pos: 0, unsaved: true })
+        Ok(FileWriter { fs: self, path: key, buf: Vec::new(), stream: None, pos: 0, len: 0, unsaved: true })
     }
 }
 
@@ -126,24 +127,54 @@ impl Seek for FileReader {
     }
 }
 
-/// A file being written, from [`CacheFs::create`]. The content is buffered in memory; `flush` (the
-/// `io::Write` one) stores it, and [`close`](Self::close) stores it and, in write-back mode with
-/// flush-on-close, writes it to the backend. Dropping an unsaved writer stores it too, but can only
-/// count a failure: call `close` to see errors.
-#[derive(Debug)]
+/// A file being written, from [`CacheFs::create`].
+///
+/// Small files are buffered in memory: `flush` (the `io::Write` one) stores the content so far, and
+/// [`close`](Self::close) stores it and, in write-back mode with flush-on-close, writes it to the backend.
+/// A file that grows past the large-file threshold is streamed to the backend instead
+/// ([`Backend::create`](super::Backend::create): for `OsBackend` a temporary file beside the target), so
+/// memory stays bounded however large it gets; it replaces the old content, atomically, only at `close`,
+/// in every write mode, and its cached copies are dropped then.
+///
+/// Dropping a writer stores an unsaved small file or commits a streamed one, but can only count a
+/// failure: call `close` to see errors.
 pub struct FileWriter<'a> {
     fs: &'a CacheFs,
     path: String,
     buf: Vec<u8>,
-    pos: usize,
+    /// Set once the file outgrew the large-file threshold.
+    stream: Option<Box<dyn BackendFile + 'a>>,
+    pos: u64,
+    len: u64,
     unsaved: bool,
 }
 
+impl std::fmt::Debug for FileWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWriter")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .field("streaming", &self.stream.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl FileWriter<'_> {
-    /// Stores the content and, with flush-on-close in write-back mode, writes it to the backend.
+    /// Stores the content and, with flush-on-close in write-back mode, writes it to the backend. A
+    /// streamed file is committed to the backend.
     pub fn close(mut self) -> Result<(), Error> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        if self.stream.is_some() {
+            return self.commit();
+        }
         self.save()?;
-        self.flush_through()
+        if self.fs.inner.flush_on_close && matches!(self.fs.inner.mode, WriteMode::WriteBack { .. }) {
+            self.fs.inner.flush_one(&self.path)?;
+        }
+        Ok(())
     }
 
     fn save(&mut self) -> Result<(), Error> {
@@ -154,44 +185,86 @@ impl FileWriter<'_> {
         Ok(())
     }
 
-    fn flush_through(&self) -> Result<(), Error> {
-        if self.fs.inner.flush_on_close && matches!(self.fs.inner.mode, WriteMode::WriteBack { .. }) {
-            self.fs.inner.flush_one(&self.path)?;
-        }
+    /// Commits a streamed file with its path's stripe locked (as every backend write of a path is):
+    /// older dirty data is superseded, cached copies go, metadata is the new file's.
+    fn commit(&mut self) -> Result<(), Error> {
+        let Some(stream) = self.stream.take() else { return Ok(()) };
+        // One attempt: the stream is consumed either way, and a failed commit must not fall back to
+        // storing the (emptied) buffer when the writer is dropped.
+        self.unsaved = false;
+        let inner = &self.fs.inner;
+        let mut stripe = inner.stripes.lock(&self.path);
+        stream.commit()?;
+        inner.discard_dirty(&mut stripe, &self.path);
+        inner.forget_locked(&mut stripe, &self.path, true);
+        inner.put_meta(&self.path, Metadata { len: self.len, modified: Inner::now_modified() });
+        inner.counters.add(Count::Write, 1);
+        inner.counters.add(Count::BytesWritten, self.len);
+        Ok(())
+    }
+
+    /// Moves the buffered content into a backend stream once the file outgrows the threshold.
+    fn spill(&mut self) -> Result<(), Error> {
+        let mut stream = self.fs.inner.backend.create(&self.path)?;
+        let io = |e: io::Error| Error::io(self.path.clone(), e);
+        stream.write_all(&self.buf).map_err(io)?;
+        stream.seek(SeekFrom::Start(self.pos)).map_err(io)?;
+        self.buf = Vec::new();
+        self.stream = Some(stream);
         Ok(())
     }
 }
 
 impl Write for FileWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let end = self.pos.checked_add(data.len()).ok_or_else(|| io::Error::other("file too large"))?;
-        if end > self.buf.len() {
-            self.buf.resize(end, 0);
+        let end = self.pos.checked_add(data.len() as u64).ok_or_else(|| io::Error::other("file too large"))?;
+        if self.stream.is_none() && end > self.fs.inner.threshold {
+            self.spill()?;
         }
-        self.buf[self.pos..end].copy_from_slice(data);
-        self.pos = end;
+        let n = match &mut self.stream {
+            Some(stream) => stream.write(data)?,
+            None => {
+                let (start, end) = (self.pos as usize, end as usize);
+                if end > self.buf.len() {
+                    self.buf.resize(end, 0);
+                }
+                self.buf[start..end].copy_from_slice(data);
+                data.len()
+            }
+        };
+        self.pos += n as u64;
+        self.len = self.len.max(self.pos);
         self.unsaved = true;
-        Ok(data.len())
+        Ok(n)
     }
 
+    /// Stores a small file's content so far; a streamed file is only flushed to the backend's buffers
+    /// (it is stored at `close`).
     fn flush(&mut self) -> io::Result<()> {
-        self.save().map_err(io::Error::from)
+        match &mut self.stream {
+            Some(stream) => stream.flush(),
+            None => self.save().map_err(io::Error::from),
+        }
     }
 }
 
 impl Seek for FileWriter<'_> {
     /// Seeking past the end and writing leaves a gap of zeros, as on a file system.
     fn seek(&mut self, from: SeekFrom) -> io::Result<u64> {
-        let pos = seek_to(self.pos as u64, self.buf.len() as u64, from)?;
-        self.pos = usize::try_from(pos).map_err(|_| io::Error::other("position too large"))?;
+        let pos = seek_to(self.pos, self.len, from)?;
+        if let Some(stream) = &mut self.stream {
+            stream.seek(SeekFrom::Start(pos))?;
+        }
+        self.pos = pos;
         Ok(pos)
     }
 }
 
 impl Drop for FileWriter<'_> {
     fn drop(&mut self) {
-        if self.unsaved && self.save().is_ok() {
-            let _ = self.flush_through();
+        if self.unsaved {
+            // Counted in stats if it fails; `close` reports it.
+            let _ = self.finish();
         }
     }
 }

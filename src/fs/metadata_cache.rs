@@ -45,8 +45,10 @@ pub(crate) const INLINE_KEY: usize = KEY_WORDS * 8;
 /// Writer locks, each covering every set whose index is congruent modulo this.
 const WRITER_STRIPES: usize = 64;
 
-/// One cached file's metadata. Two cache lines; all atomics (see the module docs).
-#[repr(align(64))]
+/// One cached file's metadata: 120 bytes, all atomics (see the module docs). Deliberately not
+/// over-aligned: the standard allocator hands out zeroed memory for alignments up to 16 with `calloc`,
+/// whose large blocks are fresh zero pages that cost nothing until touched; a 64-byte alignment would
+/// make it allocate and then zero (touch) the whole table.
 struct Slot {
     /// Even: stable. Odd: a writer is changing the slot.
     seq: AtomicU64,
@@ -114,8 +116,8 @@ impl Slot {
     }
 }
 
-/// `n` empty slots. Outside loom they come from zeroed memory, so a large table costs no resident memory
-/// until its slots are used.
+/// `n` empty slots. Outside loom they come from zeroed memory (`calloc`), so a large table costs no
+/// resident memory until its slots are used.
 #[cfg(not(loom))]
 fn slots(n: usize) -> Box<[Slot]> {
     let zeroed = Box::<[Slot]>::new_zeroed_slice(n);

@@ -54,7 +54,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
-pub use backend::{Backend, MemBackend, Metadata, OsBackend, TEMP_MARKER};
+pub use backend::{Backend, BackendFile, MemBackend, Metadata, OsBackend, TEMP_MARKER};
 pub use builder::{CacheFsBuilder, WriteMode};
 pub use error::{Error, FlushFailure};
 pub use file::{FileReader, FileWriter};

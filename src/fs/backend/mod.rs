@@ -3,6 +3,7 @@
 mod mem;
 mod os;
 
+use std::io::{self, Cursor, Seek, SeekFrom, Write};
 use std::time::SystemTime;
 
 pub use mem::MemBackend;
@@ -57,12 +58,53 @@ pub trait Backend: Send + Sync + 'static {
     fn remove_all(&self, dir: &str) -> Result<u64, Error>;
     /// Moves a file, replacing any file at `to`.
     fn rename(&self, from: &str, to: &str) -> Result<(), Error>;
+    /// Starts writing `path` in pieces, for files too large to hold in memory. Nothing is visible under
+    /// the name until [`BackendFile::commit`]; a file dropped uncommitted leaves the old content. The
+    /// default buffers in memory and calls [`write`](Self::write) on commit; [`OsBackend`] streams to a
+    /// temporary file beside the target.
+    fn create(&self, path: &str) -> Result<Box<dyn BackendFile + '_>, Error> {
+        Ok(Box::new(Buffered { backend: self, path: path.to_string(), buf: Cursor::new(Vec::new()) }))
+    }
     /// Refuses a path this backend would never write (for `OsBackend`: one leading outside the root
     /// through a symlink). Write-back calls it before acknowledging a write, so that it never accepts
     /// data it cannot flush. The default accepts every path.
     fn check(&self, path: &str) -> Result<(), Error> {
         let _ = path;
         Ok(())
+    }
+}
+
+/// A file being written to a [`Backend`] in pieces (from [`Backend::create`]).
+pub trait BackendFile: Write + Seek + Send {
+    /// Makes the written content the file's, atomically and durably, as [`Backend::write`] does.
+    fn commit(self: Box<Self>) -> Result<(), Error>;
+}
+
+/// The default [`Backend::create`]: the content in memory, written whole on commit.
+struct Buffered<'a, B: ?Sized> {
+    backend: &'a B,
+    path: String,
+    buf: Cursor<Vec<u8>>,
+}
+
+impl<B: ?Sized> Write for Buffered<'_, B> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.write(data)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<B: ?Sized> Seek for Buffered<'_, B> {
+    fn seek(&mut self, from: SeekFrom) -> io::Result<u64> {
+        self.buf.seek(from)
+    }
+}
+
+impl<B: Backend + ?Sized> BackendFile for Buffered<'_, B> {
+    fn commit(self: Box<Self>) -> Result<(), Error> {
+        self.backend.write(&self.path, self.buf.get_ref())
     }
 }
 
@@ -91,6 +133,9 @@ impl<B: Backend + ?Sized + Send + Sync> Backend for std::sync::Arc<B> {
     }
     fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
         (**self).rename(from, to)
+    }
+    fn create(&self, path: &str) -> Result<Box<dyn BackendFile + '_>, Error> {
+        (**self).create(path)
     }
     fn check(&self, path: &str) -> Result<(), Error> {
         (**self).check(path)

@@ -11,7 +11,7 @@
 //! race it; the root is meant to be owned by the service.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -100,26 +100,78 @@ impl OsBackend {
         Ok((file, meta.len()))
     }
 
-    fn write_atomically(&self, target: &Path, data: &[u8]) -> io::Result<()> {
+    /// A new temporary file beside `target` (whose directory is created if missing).
+    fn temp_for(&self, target: &Path) -> io::Result<(File, PathBuf)> {
         let dir = target.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir)?;
         let name = target.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
         let temp =
             dir.join(format!(".{name}{TEMP_MARKER}{}.{}", std::process::id(), self.temp_seq.fetch_add(1, Relaxed)));
-        let result = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
-            file.write_all(data)?;
-            file.sync_all()?;
-            drop(file);
-            fs::rename(&temp, target)?;
-            sync_dir(dir)
-        })();
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&temp)?;
+        Ok((file, temp))
+    }
+
+    fn write_atomically(&self, target: &Path, data: &[u8]) -> io::Result<()> {
+        let (mut file, temp) = self.temp_for(target)?;
+        let result = file.write_all(data).and_then(|()| commit(file, &temp, target));
         if result.is_err() {
-            // The temporary may or may not exist; either way it must not linger. The real name was not
-            // touched unless the rename succeeded, in which case only the directory sync failed.
+            // The real name was not touched unless the rename succeeded, in which case only the
+            // directory sync failed.
             let _ = fs::remove_file(&temp);
         }
         result
+    }
+}
+
+/// Fsyncs `file`, renames `temp` over `target`, fsyncs the directory.
+fn commit(file: File, temp: &Path, target: &Path) -> io::Result<()> {
+    file.sync_all()?;
+    drop(file);
+    fs::rename(temp, target)?;
+    sync_dir(target.parent().unwrap_or(Path::new(".")))
+}
+
+/// A file streamed to a temporary beside its target (from [`OsBackend`]'s `create`).
+#[derive(Debug)]
+struct OsFile {
+    file: Option<File>,
+    temp: PathBuf,
+    target: PathBuf,
+    path: String,
+}
+
+impl Write for OsFile {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().map_or(Ok(0), |f| f.write(data))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), |f| f.flush())
+    }
+}
+
+impl Seek for OsFile {
+    fn seek(&mut self, from: io::SeekFrom) -> io::Result<u64> {
+        self.file.as_mut().map_or(Ok(0), |f| f.seek(from))
+    }
+}
+
+impl super::BackendFile for OsFile {
+    fn commit(mut self: Box<Self>) -> Result<(), Error> {
+        let Some(file) = self.file.take() else { return Ok(()) };
+        let result = commit(file, &self.temp, &self.target);
+        if result.is_err() {
+            let _ = fs::remove_file(&self.temp);
+        }
+        result.map_err(|e| Error::io(self.path.clone(), e))
+    }
+}
+
+impl Drop for OsFile {
+    /// Uncommitted: the temporary goes, the target keeps its old content.
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
     }
 }
 
@@ -245,6 +297,15 @@ impl Backend for OsBackend {
         sync_dir(dir).map_err(|e| Error::io(to, e))
     }
 
+    fn create(&self, path: &str) -> Result<Box<dyn super::BackendFile + '_>, Error> {
+        let target = self.resolve(path, false)?;
+        if target.is_dir() {
+            return Err(Error::NotAFile { path: path.to_string() });
+        }
+        let (file, temp) = self.temp_for(&target).map_err(|e| Error::io(path, e))?;
+        Ok(Box::new(OsFile { file: Some(file), temp, target, path: path.to_string() }))
+    }
+
     fn check(&self, path: &str) -> Result<(), Error> {
         self.resolve(path, false).map(|_| ())
     }
@@ -276,6 +337,35 @@ mod tests {
         assert_eq!(b.remove_all("missing").unwrap(), 0);
         assert_eq!(b.remove_all("").unwrap(), 1);
         assert!(dir.path().exists());
+    }
+
+    #[test]
+    fn streamed_files_appear_only_when_committed() {
+        use std::io::{Seek, SeekFrom, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let b = OsBackend::new(dir.path()).unwrap();
+        b.write("s", b"old").unwrap();
+        let mut f = b.create("s").unwrap();
+        f.write_all(b"hello world").unwrap();
+        f.seek(SeekFrom::Start(6)).unwrap();
+        f.write_all(b"WORLD").unwrap();
+        let mut buf = Vec::new();
+        b.read("s", &mut buf).unwrap();
+        assert_eq!(buf, b"old", "nothing visible before commit");
+        f.commit().unwrap();
+        buf.clear();
+        b.read("s", &mut buf).unwrap();
+        assert_eq!(buf, b"hello WORLD");
+        let mut dropped = b.create("s").unwrap();
+        dropped.write_all(b"never").unwrap();
+        drop(dropped);
+        buf.clear();
+        b.read("s", &mut buf).unwrap();
+        assert_eq!(buf, b"hello WORLD", "an uncommitted file changes nothing");
+        assert_eq!(b.remove_temp_files().unwrap(), 0, "and leaves no temporary");
+        assert!(matches!(b.create("../x"), Err(Error::InvalidPath { .. })));
+        b.write("d/x", b"1").unwrap();
+        assert!(matches!(b.create("d"), Err(Error::NotAFile { .. })));
     }
 
     #[test]
