@@ -348,8 +348,9 @@ where
             }
             shard.note_access(idx, now);
         }
-        let record = shard.note_read(idx);
-        Read::Hit(shard.entry(idx).value.clone(), record.then(|| (idx, shard.generation(idx))))
+        let entry = shard.entry(idx);
+        let record = shard.note_read_of(entry);
+        Read::Hit(entry.value.clone(), record.then(|| (idx, shard.generation(idx))))
     }
 
     /// Records a read of slot `idx` for the policy, with no lock held.

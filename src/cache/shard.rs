@@ -117,12 +117,18 @@ impl<K: Eq, V> Shard<K, V> {
     /// Notes a read of slot `idx` under the shared lock: marks the entry, or says the read must be
     /// recorded in the read buffer (returns true). The mark is stored only if not already set, so hot
     /// entries cost readers no write at all.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn note_read(&self, idx: u32) -> bool {
+        self.note_read_of(self.slab.entry(idx))
+    }
+
+    /// [`Shard::note_read`] for an entry the caller already holds (saves a second slot lookup).
+    #[inline]
+    pub(crate) fn note_read_of(&self, entry: &Entry<K, V>) -> bool {
         if !self.marks_reads {
             return true;
         }
-        let mark = &self.slab.entry(idx).mark;
+        let mark = &entry.mark;
         if mark.load(crate::sync::Ordering::Relaxed) != READ {
             mark.store(READ, crate::sync::Ordering::Relaxed);
         }
