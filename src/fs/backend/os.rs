@@ -16,9 +16,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use std::collections::HashSet;
+
 use super::{Backend, Metadata};
 use crate::fs::error::Error;
 use crate::fs::path::canonical;
+use crate::sync::RwLock;
 
 /// Part of the name of every temporary file a write creates.
 pub const TEMP_MARKER: &str = ".cachefs-tmp.";
@@ -30,7 +33,14 @@ pub struct OsBackend {
     root: PathBuf,
     /// Makes temporary names unique within the process (the pid separates processes).
     temp_seq: AtomicU64,
+    /// Paths `check` has passed, so that write-back does not walk the same path's components on every
+    /// write. Only `check` trusts it: every actual operation resolves the path again, so a symlink swapped
+    /// in later is still refused there. Cleared when it reaches [`CHECKED_PATHS`] entries.
+    checked: RwLock<HashSet<Box<str>>>,
 }
+
+/// Most paths `OsBackend::check` remembers.
+const CHECKED_PATHS: usize = 100_000;
 
 impl OsBackend {
     /// A backend over `root`, creating the directory if it does not exist.
@@ -39,7 +49,7 @@ impl OsBackend {
         let name = || root.display().to_string();
         fs::create_dir_all(root).map_err(|e| Error::io(name(), e))?;
         let root = root.canonicalize().map_err(|e| Error::io(name(), e))?;
-        Ok(OsBackend { root, temp_seq: AtomicU64::new(0) })
+        Ok(OsBackend { root, temp_seq: AtomicU64::new(0), checked: RwLock::default() })
     }
 
     /// The root directory (canonical).
@@ -307,7 +317,16 @@ impl Backend for OsBackend {
     }
 
     fn check(&self, path: &str) -> Result<(), Error> {
-        self.resolve(path, false).map(|_| ())
+        if self.checked.read().contains(path) {
+            return Ok(());
+        }
+        self.resolve(path, false)?;
+        let mut checked = self.checked.write();
+        if checked.len() >= CHECKED_PATHS {
+            checked.clear();
+        }
+        checked.insert(path.into());
+        Ok(())
     }
 }
 
@@ -337,6 +356,22 @@ mod tests {
         assert_eq!(b.remove_all("missing").unwrap(), 0);
         assert_eq!(b.remove_all("").unwrap(), 1);
         assert!(dir.path().exists());
+    }
+
+    #[test]
+    fn check_remembers_passed_paths_but_every_write_resolves_again() {
+        let outside = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let b = OsBackend::new(dir.path()).unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        b.check("d/f").unwrap();
+        assert!(b.check("../f").is_err());
+        // Swap the directory for a symlink leading out: `check` trusts its memory, the write does not.
+        fs::remove_dir(dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("d")).unwrap();
+        b.check("d/f").unwrap();
+        assert!(matches!(b.write("d/f", b"x"), Err(Error::InvalidPath { .. })));
+        assert!(!outside.path().join("f").exists());
     }
 
     #[test]
