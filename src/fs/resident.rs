@@ -92,8 +92,28 @@ impl Stripes {
 
     /// Locks the stripe of `path`.
     pub(crate) fn lock(&self, path: &str) -> MutexGuard<'_, Stripe> {
-        let i = self.hasher.hash_one(path) as usize & (STRIPES - 1);
-        self.locks[i].lock()
+        self.locks[self.index(path)].lock()
+    }
+
+    fn index(&self, path: &str) -> usize {
+        self.hasher.hash_one(path) as usize & (STRIPES - 1)
+    }
+
+    /// Locks the stripes of two paths, lower index first, so that two callers locking the same pair
+    /// crosswise cannot deadlock (nothing else holds two stripes). The second guard is `None` when both
+    /// paths share a stripe.
+    pub(crate) fn lock_pair(&self, a: &str, b: &str) -> (MutexGuard<'_, Stripe>, Option<MutexGuard<'_, Stripe>>) {
+        let (i, j) = (self.index(a), self.index(b));
+        if i == j {
+            return (self.locks[i].lock(), None);
+        }
+        if i < j {
+            let first = self.locks[i].lock();
+            (first, Some(self.locks[j].lock()))
+        } else {
+            let second = self.locks[j].lock();
+            (self.locks[i].lock(), Some(second))
+        }
     }
 
     /// Each stripe in turn, locked.

@@ -41,28 +41,26 @@ impl CacheFs {
     }
 
     /// Moves a file to `to`, replacing any file there. Dirty data of `from` is written first (the move
-    /// happens on the backend); dirty data of `to` is discarded (it is being replaced). Cached copies of
-    /// both paths are dropped.
+    /// happens on the backend); once the move succeeds, dirty data of `to` is discarded (it was replaced)
+    /// and cached copies of both paths are dropped. If it fails, nothing changed.
     pub fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<(), Error> {
         let (from, to) = (checked(from.as_ref())?, checked(to.as_ref())?);
         if from == to {
             return self.stat(&*from).map(|_| ());
         }
-        {
-            let mut stripe = self.inner.stripes.lock(&to);
-            self.inner.discard_dirty(&mut stripe, &to);
-            self.inner.forget_locked(&mut stripe, &to, true);
-        }
-        let mut stripe = self.inner.stripes.lock(&from);
-        if let Some(Err(e)) = self.inner.flush_locked(&mut stripe, &from) {
+        // Both paths' stripes, held together: no flush of `to`'s old dirty data can land after the move.
+        let (mut from_stripe, mut to_stripe) = self.inner.stripes.lock_pair(&from, &to);
+        if let Some(Err(e)) = self.inner.flush_locked(&mut from_stripe, &from) {
             return Err(e);
         }
         self.inner.backend.rename(&from, &to)?;
-        self.inner.forget_locked(&mut stripe, &from, true);
-        drop(stripe);
-        // A fill of `to` may have raced the move: drop it once more now that the backend has the file.
-        let mut stripe = self.inner.stripes.lock(&to);
-        self.inner.forget_locked(&mut stripe, &to, true);
+        let target = match to_stripe.as_deref_mut() {
+            Some(stripe) => stripe,
+            None => &mut *from_stripe,
+        };
+        self.inner.discard_dirty(target, &to);
+        self.inner.forget_locked(target, &to, true);
+        self.inner.forget_locked(&mut from_stripe, &from, true);
         Ok(())
     }
 

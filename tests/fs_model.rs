@@ -1,0 +1,160 @@
+//! Model-based property test of `CacheFs`: random sequences of writes (small and streamed), reads, range
+//! reads, stats, removes, renames, invalidations, clears and flushes, in each write mode, against a plain
+//! map of what each file should hold. After every step every read agrees with the model; after the final
+//! flush the backend holds exactly the model. The cache is small (8 KiB large-file threshold, 64 KiB
+//! budget), so evictions, chunked reads and streamed writes all happen.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cachefs::fs::{Backend, CacheFs, MemBackend, WriteMode};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(u8, u16, u8),
+    Stream(u8, u16, u8),
+    Read(u8),
+    ReadRange(u8, u16, u16),
+    Stat(u8),
+    Remove(u8),
+    Rename(u8, u8),
+    Invalidate(u8),
+    InvalidateDir,
+    Clear,
+    Flush,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let p = 0u8..6;
+    prop_oneof![
+        4 => (p.clone(), 0u16..12_000, any::<u8>()).prop_map(|(p, n, b)| Op::Write(p, n, b)),
+        1 => (p.clone(), 8_000u16..30_000, any::<u8>()).prop_map(|(p, n, b)| Op::Stream(p, n, b)),
+        5 => p.clone().prop_map(Op::Read),
+        2 => (p.clone(), any::<u16>(), any::<u16>()).prop_map(|(p, o, n)| Op::ReadRange(p, o, n)),
+        2 => p.clone().prop_map(Op::Stat),
+        1 => p.clone().prop_map(Op::Remove),
+        1 => (p.clone(), p.clone()).prop_map(|(a, b)| Op::Rename(a, b)),
+        1 => p.prop_map(Op::Invalidate),
+        1 => Just(Op::InvalidateDir),
+        1 => Just(Op::Clear),
+        1 => Just(Op::Flush),
+    ]
+}
+
+/// Paths in two directories, so that directory invalidation has something to tell apart.
+fn path(p: u8) -> String {
+    format!("{}/f{p}", if p % 2 == 0 { "even" } else { "odd" })
+}
+
+/// Content that differs by length and byte, so a stale or mixed version cannot pass.
+fn content(n: u16, b: u8) -> Vec<u8> {
+    (0..n).map(|i| b.wrapping_add((i % 251) as u8)).collect()
+}
+
+fn run(mode: WriteMode, ops: &[Op]) -> Result<(), TestCaseError> {
+    let store = Arc::new(MemBackend::new());
+    let fs = CacheFs::builder(Arc::clone(&store)).max_bytes(64 << 10).chunk_size(4096).write_mode(mode).build();
+    let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for op in ops {
+        match *op {
+            Op::Write(p, n, b) => {
+                fs.write(path(p), content(n, b)).unwrap();
+                model.insert(path(p), content(n, b));
+            }
+            Op::Stream(p, n, b) => {
+                let mut w = fs.create(path(p)).unwrap();
+                for chunk in content(n, b).chunks(3_000) {
+                    w.write_all(chunk).unwrap();
+                }
+                w.close().unwrap();
+                model.insert(path(p), content(n, b));
+            }
+            Op::Read(p) => match (fs.read(path(p)), model.get(&path(p))) {
+                (Ok(got), Some(want)) => prop_assert_eq!(&got[..], &want[..], "{:?} read {}", mode, path(p)),
+                (Err(e), None) => prop_assert!(e.is_not_found(), "{e}"),
+                (got, want) => prop_assert!(
+                    false,
+                    "{:?} read {}: {:?} vs model {:?}",
+                    mode,
+                    path(p),
+                    got.map(|b| b.len()),
+                    want.map(Vec::len)
+                ),
+            },
+            Op::ReadRange(p, o, n) => {
+                if let Some(want) = model.get(&path(p)) {
+                    let got = fs.read_range(path(p), u64::from(o), u64::from(n)).unwrap();
+                    let start = usize::from(o).min(want.len());
+                    let end = (start + usize::from(n)).min(want.len());
+                    prop_assert_eq!(&got[..], &want[start..end]);
+                }
+            }
+            Op::Stat(p) => match (fs.stat(path(p)), model.get(&path(p))) {
+                (Ok(m), Some(want)) => prop_assert_eq!(m.len, want.len() as u64),
+                (Err(e), None) => prop_assert!(e.is_not_found()),
+                (got, want) => {
+                    prop_assert!(false, "stat {}: {:?} vs {:?}", path(p), got.map(|m| m.len), want.map(Vec::len))
+                }
+            },
+            Op::Remove(p) => {
+                let r = fs.remove(path(p));
+                prop_assert_eq!(r.is_ok(), model.remove(&path(p)).is_some());
+            }
+            Op::Rename(a, b) => {
+                let r = fs.rename(path(a), path(b));
+                match model.remove(&path(a)) {
+                    Some(data) => {
+                        prop_assert!(r.is_ok(), "{:?}", r);
+                        model.insert(path(b), data);
+                    }
+                    None => prop_assert!(r.unwrap_err().is_not_found()),
+                }
+            }
+            Op::Invalidate(p) => {
+                fs.invalidate(path(p)).unwrap();
+            }
+            Op::InvalidateDir => {
+                fs.invalidate_prefix("even").unwrap();
+            }
+            Op::Clear => fs.clear(),
+            Op::Flush => fs.flush().unwrap(),
+        }
+    }
+    fs.flush().unwrap();
+    prop_assert_eq!(fs.stats().dirty_entries, 0);
+    let on_backend: BTreeMap<String, Vec<u8>> = store
+        .list("")
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let mut buf = Vec::new();
+            store.read(&p, &mut buf).unwrap();
+            (p, buf)
+        })
+        .collect();
+    prop_assert_eq!(on_backend, model);
+    Ok(())
+}
+
+proptest! {
+    // 64 cases by default (about 9 s in a debug build); `PROPTEST_CASES=…` for a longer hunt.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn cachefs_matches_a_map_in_every_write_mode(ops in prop::collection::vec(op(), 1..120)) {
+        for mode in [
+            WriteMode::WriteThrough,
+            WriteMode::WriteAround,
+            WriteMode::WriteBack { delay: Duration::from_millis(1), max_dirty_bytes: 32 << 10 },
+            WriteMode::WriteBack { delay: Duration::from_secs(3600), max_dirty_bytes: 1 << 20 },
+        ] {
+            run(mode, &ops)?;
+        }
+    }
+}
