@@ -46,7 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Paths in two directories, so that directory invalidation has something to tell apart.
 fn path(p: u8) -> String {
-    format!("{}/f{p}", if p % 2 == 0 { "even" } else { "odd" })
+    format!("{}/f{p}", if p.is_multiple_of(2) { "even" } else { "odd" })
 }
 
 /// Content that differs by length and byte, so a stale or mixed version cannot pass.
