@@ -5,11 +5,11 @@
 //! budget), so evictions, chunked reads and streamed writes all happen.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachefs::fs::{Backend, CacheFs, MemBackend, WriteMode};
+use cachefs::fs::{Backend, CacheFs, MemBackend, WarmOptions, WarmPriority, WriteMode};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -25,6 +25,10 @@ enum Op {
     InvalidateDir,
     Clear,
     Flush,
+    OpenRead(u8),
+    RemoveAllEven,
+    Warm(u8),
+    BatchFlush(u8, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -41,6 +45,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::InvalidateDir),
         1 => Just(Op::Clear),
         1 => Just(Op::Flush),
+        2 => (0u8..6).prop_map(Op::OpenRead),
+        1 => Just(Op::RemoveAllEven),
+        1 => (0u8..3).prop_map(Op::Warm),
+        1 => (0u8..6, 0u8..6).prop_map(|(a, b)| Op::BatchFlush(a, b)),
     ]
 }
 
@@ -121,6 +129,32 @@ fn run(mode: WriteMode, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Clear => fs.clear(),
             Op::Flush => fs.flush().unwrap(),
+            Op::OpenRead(p) => match (fs.open(path(p)), model.get(&path(p))) {
+                (Ok(mut r), Some(want)) => {
+                    let mut got = Vec::new();
+                    r.read_to_end(&mut got).unwrap();
+                    prop_assert_eq!(&got, want, "{:?} open {}", mode, path(p));
+                }
+                (Err(e), None) => prop_assert!(e.is_not_found()),
+                (got, want) => prop_assert!(false, "open {}: {:?} vs {:?}", path(p), got.is_ok(), want.map(Vec::len)),
+            },
+            Op::RemoveAllEven => {
+                let gone = fs.remove_all("even").unwrap();
+                let before = model.len();
+                model.retain(|k, _| !k.starts_with("even/"));
+                prop_assert_eq!(gone, (before - model.len()) as u64);
+            }
+            Op::Warm(priority) => {
+                let priority = [WarmPriority::High, WarmPriority::Normal, WarmPriority::Low][usize::from(priority)];
+                let all: Vec<String> = (0..6).map(path).collect();
+                let report = fs.warm(&all, WarmOptions { workers: 2, priority, ..WarmOptions::default() }).unwrap();
+                // Missing files are reported as errors, everything else is loaded or (low) skipped.
+                prop_assert_eq!(report.files + report.skipped + report.errors.len() as u64, 6);
+                prop_assert!(report.errors.iter().all(|(_, e)| e.is_not_found()));
+            }
+            Op::BatchFlush(a, b) => {
+                fs.batch_flush([path(a), path(b)]).unwrap();
+            }
         }
     }
     fs.flush().unwrap();
