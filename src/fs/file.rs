@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::read::Opened;
 use super::stats::Count;
-use super::{BackendFile, CacheFs, Error, Inner, Metadata, WriteMode, checked};
+use super::{BackendFile, CacheFs, Error, FlushFailure, Inner, Metadata, WriteMode, checked};
 
 /// An open file for reading, from [`CacheFs::open`].
 ///
@@ -161,9 +161,14 @@ impl std::fmt::Debug for FileWriter<'_> {
 
 impl FileWriter<'_> {
     /// Stores the content and, with flush-on-close in write-back mode, writes it to the backend. A
-    /// streamed file is committed to the backend.
+    /// streamed file is committed to the backend. [`Error::Flush`] means the content was stored (it
+    /// is dirty and will be retried) but could not be written to the backend yet; any other error
+    /// means nothing was stored.
     pub fn close(mut self) -> Result<(), Error> {
-        self.finish()
+        let result = self.finish();
+        // One attempt: a close that reported failure must not store the file after all when dropped.
+        self.unsaved = false;
+        result
     }
 
     fn finish(&mut self) -> Result<(), Error> {
@@ -172,7 +177,11 @@ impl FileWriter<'_> {
         }
         self.save()?;
         if self.fs.inner.flush_on_close && matches!(self.fs.inner.mode, WriteMode::WriteBack { .. }) {
-            self.fs.inner.flush_one(&self.path)?;
+            // Stored (dirty) already: a failure here is a flush failure, and says so.
+            if let Err(error) = self.fs.inner.flush_one(&self.path) {
+                let failure = FlushFailure { path: self.path.clone(), error: Box::new(error) };
+                return Err(Error::Flush { failures: vec![failure] });
+            }
         }
         Ok(())
     }

@@ -25,17 +25,19 @@ impl CacheFs {
         self.inner.write(&key, data.into())
     }
 
-    /// Removes the file from the cache, from the dirty set and from the backend. A file that existed
-    /// only as dirty write-back data counts as removed.
+    /// Removes the file from the backend, the dirty set and the cache. A file that existed only as dirty
+    /// write-back data counts as removed. If the backend refuses, nothing changed.
     pub fn remove(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let key = checked(path.as_ref())?;
         let mut stripe = self.inner.stripes.lock(&key);
-        let was_dirty = self.inner.discard_dirty(&mut stripe, &key);
-        self.inner.forget_locked(&mut stripe, &key, true);
+        let dirty = stripe.resident.get(&*key).is_some_and(|r| r.dirty.is_some());
         match self.inner.backend.remove(&key) {
-            Err(e) if !(was_dirty && e.is_not_found()) => return Err(e),
-            _ => {}
+            Ok(()) => {}
+            Err(e) if dirty && e.is_not_found() => {}
+            Err(e) => return Err(e),
         }
+        self.inner.discard_dirty(&mut stripe, &key);
+        self.inner.forget_locked(&mut stripe, &key, true);
         self.inner.counters.add(Count::Removed, 1);
         Ok(())
     }
@@ -64,25 +66,36 @@ impl CacheFs {
         Ok(())
     }
 
-    /// Removes directory `dir` and every file below it (`""`: every file) from the cache, the dirty set
-    /// and the backend. Returns how many files went.
+    /// Removes directory `dir` and every file below it (`""`: every file) from the backend, the dirty set
+    /// and the cache. Returns how many files went. Every stripe is held meanwhile, so no flush can bring
+    /// a file back. If the backend fails part-way, dirty data is kept (it is flushed later) and cached
+    /// copies below `dir` are dropped (some may be gone from the backend).
     pub fn remove_all(&self, dir: impl AsRef<Path>) -> Result<u64, Error> {
         let dir = path::canonical(path::as_str(dir.as_ref())?, true)?;
-        let mut dirty_only = Vec::new();
-        for mut stripe in self.inner.stripes.each() {
+        let mut stripes: Vec<_> = self.inner.stripes.each().collect();
+        let removed =
+            self.inner.backend.list(&dir).and_then(|listed| self.inner.backend.remove_all(&dir).map(|n| (n, listed)));
+        let (removed, on_backend) = match removed {
+            Ok(r) => r,
+            Err(e) => {
+                self.inner.invalidate_where(|p| path::is_within(p, &dir));
+                return Err(e);
+            }
+        };
+        let mut only_in_memory = 0;
+        for stripe in &mut stripes {
             let gone: Vec<Arc<str>> = stripe.resident.keys().filter(|k| path::is_within(k, &dir)).cloned().collect();
             for key in gone {
-                if self.inner.discard_dirty(&mut stripe, &key) {
-                    dirty_only.push(key.to_string());
+                if self.inner.discard_dirty(stripe, &key) && on_backend.binary_search_by(|p| (**p).cmp(&*key)).is_err()
+                {
+                    only_in_memory += 1;
                 }
                 stripe.resident.remove(&key);
             }
             stripe.chunked.retain(|k, _| !path::is_within(k, &dir));
         }
         self.inner.invalidate_where(|p| path::is_within(p, &dir));
-        let on_backend = self.inner.backend.list(&dir)?;
-        let removed = self.inner.backend.remove_all(&dir)?;
-        let only_in_memory = dirty_only.iter().filter(|p| on_backend.binary_search(p).is_err()).count() as u64;
+        drop(stripes);
         self.inner.counters.add(Count::Removed, removed + only_in_memory);
         Ok(removed + only_in_memory)
     }
