@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachefs::fs::{Backend, CacheFs, MemBackend, WarmOptions, WarmPriority, WriteMode};
+use cachefs::fs::{CacheFs, MemBackend, WarmOptions, WarmPriority, WriteMode};
 use common::faulty::{EIO, Faulty, Op as Op_};
 
 mod common;
