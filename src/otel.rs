@@ -13,6 +13,8 @@
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, ObservableCounter, ObservableGauge};
 
+use crate::fs::{CacheFs, FsStats};
+use crate::metrics::LatencySummary;
 use crate::{Cache, CacheStats, RemovalCause};
 
 /// The instruments registered for one cache. Keep it as long as the cache should be reported.
@@ -97,13 +99,24 @@ where
         gauge("cachefs.cache.weighted_size", "1", "Sum of the weights of the entries held now", |s| s.weighted_size),
         gauge("cachefs.cache.capacity", "1", "Maximum weighted size", |s| s.capacity),
     ];
-    let (c, attr) = (cache.clone(), name);
-    let latency = meter
-        .f64_observable_gauge("cachefs.cache.operation.duration")
+    let c = cache.clone();
+    let latency = latency_gauge(meter, "cachefs.cache.operation.duration", name, move || c.metrics().latency);
+    Registration { _counters: counters, _gauges: gauges, _latency: latency }
+}
+
+/// A gauge of latency quantiles (0.5, 0.95, 0.99, 0.999, and 1 for the maximum) per `op`, in seconds.
+fn latency_gauge(
+    meter: &Meter,
+    metric: &'static str,
+    attr: KeyValue,
+    read: impl Fn() -> Vec<LatencySummary> + Send + Sync + 'static,
+) -> ObservableGauge<f64> {
+    meter
+        .f64_observable_gauge(metric)
         .with_unit("s")
         .with_description("Latency of sampled operations, by operation and quantile")
         .with_callback(move |o| {
-            for l in c.metrics().latency {
+            for l in read() {
                 let op = KeyValue::new("op", l.op.clone());
                 for (q, ns) in
                     [(0.5, l.p50_ns), (0.95, l.p95_ns), (0.99, l.p99_ns), (0.999, l.p999_ns), (1.0, l.max_ns)]
@@ -112,6 +125,69 @@ where
                 }
             }
         })
-        .build();
+        .build()
+}
+
+type PickFs = fn(&FsStats) -> u64;
+
+/// Registers a [`CacheFs`]'s counters, gauges and latency on `meter`, attribute `cache` (its name).
+/// Counters `cachefs.fs.*`: `read_hits`, `read_misses`, `bytes_from_cache`, `bytes_from_backend`,
+/// `metadata_hits`, `metadata_misses`, `writes`, `bytes_written`, `flushes`, `flushed_bytes`,
+/// `flush_errors`, `backpressure_waits`, `invalidated`, `removed`, `warmed`, `warm_skipped`. Gauges:
+/// `cachefs.fs.dirty_entries`, `.dirty_bytes`, `.cached_bytes`, `.capacity_bytes`, `.cached_entries`,
+/// `.metadata_entries`. Latency: `cachefs.fs.operation.duration` (read, write, flush) when recorded.
+///
+/// ```
+/// use cachefs::fs::{CacheFs, MemBackend};
+/// use opentelemetry::global;
+///
+/// let fs = CacheFs::builder(MemBackend::new()).name("models").build();
+/// let _registration = cachefs::otel::register_fs(&global::meter("my-service"), &fs);
+/// ```
+pub fn register_fs(meter: &Meter, fs: &CacheFs) -> Registration {
+    let source = fs.stats_source();
+    let name = KeyValue::new("cache", fs.stats().name);
+    let observer = |pick: PickFs| {
+        let (s, attr) = (source.clone(), name.clone());
+        move |o: &dyn opentelemetry::metrics::AsyncInstrument<u64>| {
+            o.observe(pick(&s.stats()), std::slice::from_ref(&attr))
+        }
+    };
+    let mut counters = Vec::new();
+    let mut gauges = Vec::new();
+    let specs: [(bool, &'static str, &'static str, PickFs); 22] = [
+        (true, "cachefs.fs.read_hits", "{read}", |s| s.read_hits),
+        (true, "cachefs.fs.read_misses", "{read}", |s| s.read_misses),
+        (true, "cachefs.fs.bytes_from_cache", "By", |s| s.bytes_from_cache),
+        (true, "cachefs.fs.bytes_from_backend", "By", |s| s.bytes_from_backend),
+        (true, "cachefs.fs.metadata_hits", "{lookup}", |s| s.metadata_hits),
+        (true, "cachefs.fs.metadata_misses", "{lookup}", |s| s.metadata_misses),
+        (true, "cachefs.fs.writes", "{file}", |s| s.writes),
+        (true, "cachefs.fs.bytes_written", "By", |s| s.bytes_written),
+        (true, "cachefs.fs.flushes", "{file}", |s| s.flushes),
+        (true, "cachefs.fs.flushed_bytes", "By", |s| s.flushed_bytes),
+        (true, "cachefs.fs.flush_errors", "{error}", |s| s.flush_errors),
+        (true, "cachefs.fs.backpressure_waits", "{wait}", |s| s.backpressure_waits),
+        (true, "cachefs.fs.invalidated", "{entry}", |s| s.invalidated),
+        (true, "cachefs.fs.removed", "{file}", |s| s.removed),
+        (true, "cachefs.fs.warmed", "{file}", |s| s.warmed),
+        (true, "cachefs.fs.warm_skipped", "{file}", |s| s.warm_skipped),
+        (false, "cachefs.fs.dirty_entries", "{file}", |s| s.dirty_entries),
+        (false, "cachefs.fs.dirty_bytes", "By", |s| s.dirty_bytes),
+        (false, "cachefs.fs.cached_bytes", "By", |s| s.data.weighted_size),
+        (false, "cachefs.fs.capacity_bytes", "By", |s| s.data.capacity),
+        (false, "cachefs.fs.cached_entries", "{entry}", |s| s.data.entries),
+        (false, "cachefs.fs.metadata_entries", "{file}", |s| s.metadata_entries),
+    ];
+    for (is_counter, metric, unit, pick) in specs {
+        let observe = observer(pick);
+        if is_counter {
+            counters
+                .push(meter.u64_observable_counter(metric).with_unit(unit).with_callback(move |o| observe(o)).build());
+        } else {
+            gauges.push(meter.u64_observable_gauge(metric).with_unit(unit).with_callback(move |o| observe(o)).build());
+        }
+    }
+    let latency = latency_gauge(meter, "cachefs.fs.operation.duration", name, move || source.stats().latency);
     Registration { _counters: counters, _gauges: gauges, _latency: latency }
 }

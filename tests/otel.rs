@@ -89,3 +89,47 @@ fn exported_values_equal_the_snapshot() {
     assert_eq!((s.hits, s.misses, s.loads_ok, s.loads_failed, s.removed(RemovalCause::Removed)), (10, 12, 1, 1, 1));
     provider.shutdown().expect("shutdown");
 }
+
+#[test]
+fn cachefs_exported_values_equal_its_stats() {
+    use cachefs::fs::{CacheFs, MemBackend, WriteMode};
+
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder().with_reader(PeriodicReader::builder(exporter.clone()).build()).build();
+    let meter = provider.meter("cachefs-test");
+    let fs = CacheFs::builder(MemBackend::new())
+        .name("files")
+        .write_mode(WriteMode::WriteBack { delay: std::time::Duration::from_secs(3600), max_dirty_bytes: 1 << 20 })
+        .latency(LatencyConfig { sample_every: 1 })
+        .build();
+    let _registration = cachefs::otel::register_fs(&meter, &fs);
+    fs.write("a", vec![1; 100]).unwrap();
+    fs.write("b", vec![2; 50]).unwrap();
+    fs.read("a").unwrap();
+    fs.stat("a").unwrap();
+    fs.flush().unwrap();
+    fs.write("c", vec![3; 10]).unwrap();
+
+    provider.force_flush().expect("flush");
+    let s = fs.stats();
+    let got = exported(&exporter);
+    let get = |name: &str| -> f64 {
+        *got.get(&(name.to_string(), "cache=files".to_string())).unwrap_or_else(|| panic!("{name} missing: {got:?}"))
+    };
+    assert_eq!(get("cachefs.fs.read_hits"), s.read_hits as f64);
+    assert_eq!(get("cachefs.fs.writes"), 3.0);
+    assert_eq!(get("cachefs.fs.bytes_written"), 160.0);
+    assert_eq!(get("cachefs.fs.flushes"), 2.0);
+    assert_eq!(get("cachefs.fs.flushed_bytes"), 150.0);
+    assert_eq!(get("cachefs.fs.dirty_entries"), 1.0);
+    assert_eq!(get("cachefs.fs.dirty_bytes"), 10.0);
+    assert_eq!(get("cachefs.fs.metadata_hits"), s.metadata_hits as f64);
+    assert_eq!(get("cachefs.fs.capacity_bytes"), s.data.capacity as f64);
+    let flush = s.latency.iter().find(|l| l.op == "flush").expect("flush latency");
+    let p50 = *got
+        .get(&("cachefs.fs.operation.duration".to_string(), "cache=files,op=flush,quantile=0.5".to_string()))
+        .expect("flush latency exported");
+    assert!((p50 - flush.p50_ns as f64 / 1e9).abs() < 1e-12);
+    assert_eq!((s.read_hits, s.metadata_hits), (1, 1));
+    provider.shutdown().expect("shutdown");
+}

@@ -228,18 +228,14 @@ impl CacheFs {
 
     /// Counters, gauges and latency percentiles.
     pub fn stats(&self) -> FsStats {
-        let i = &self.inner;
-        let (dirty_entries, dirty_bytes) = i.dirty.usage();
-        i.counters.report(
-            &i.name,
-            Gauges {
-                dirty_entries,
-                dirty_bytes,
-                data: i.data.stats(),
-                metadata_entries: i.meta.entries(),
-                latency: i.latency.as_ref().map(LatencyRecorder::summaries).unwrap_or_default(),
-            },
-        )
+        self.inner.stats()
+    }
+
+    /// A handle that reports this `CacheFs`'s stats from anywhere (an exporter's callback), without
+    /// keeping the flusher or the ability to write.
+    #[cfg(feature = "otel")]
+    pub(crate) fn stats_source(&self) -> StatsSource {
+        StatsSource(Arc::clone(&self.inner))
     }
 
     /// The backend underneath.
@@ -271,7 +267,33 @@ impl Drop for CacheFs {
     }
 }
 
+/// See `CacheFs::stats_source`.
+#[cfg(feature = "otel")]
+#[derive(Debug, Clone)]
+pub(crate) struct StatsSource(Arc<Inner>);
+
+#[cfg(feature = "otel")]
+impl StatsSource {
+    pub(crate) fn stats(&self) -> FsStats {
+        self.0.stats()
+    }
+}
+
 impl Inner {
+    fn stats(&self) -> FsStats {
+        let (dirty_entries, dirty_bytes) = self.dirty.usage();
+        self.counters.report(
+            &self.name,
+            Gauges {
+                dirty_entries,
+                dirty_bytes,
+                data: self.data.stats(),
+                metadata_entries: self.meta.entries(),
+                latency: self.latency.as_ref().map(LatencyRecorder::summaries).unwrap_or_default(),
+            },
+        )
+    }
+
     #[inline]
     fn start(&self) -> Option<Instant> {
         self.latency.as_ref().and_then(LatencyRecorder::start)
