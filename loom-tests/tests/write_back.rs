@@ -29,7 +29,15 @@ fn write_back(store: &std::sync::Arc<MemBackend>, max_dirty_bytes: u64) -> Arc<C
     let mode = WriteMode::WriteBack { delay: Duration::from_secs(3600), max_dirty_bytes };
     // A four-entry metadata table: the default (100,000 entries) would create that many loom atomics
     // in every iteration.
-    Arc::new(CacheFs::builder(std::sync::Arc::clone(store)).write_mode(mode).metadata_capacity(4).build())
+    // A manual clock: metadata expiry times (and so which slot a full set gives up) must not depend on
+    // real time, or loom's iterations would not repeat.
+    Arc::new(
+        CacheFs::builder(std::sync::Arc::clone(store))
+            .write_mode(mode)
+            .metadata_capacity(4)
+            .clock(cachefs::ManualClock::new())
+            .build(),
+    )
 }
 
 /// Model W1: two writers replace the same file while one of them flushes. After a final flush the
@@ -102,6 +110,7 @@ fn metadata_reads_never_return_another_files_entry() {
             CacheFs::builder(std::sync::Arc::clone(&store))
                 .metadata_capacity(4)
                 .write_mode(WriteMode::WriteThrough)
+                .clock(cachefs::ManualClock::new()) // deterministic replacement (see `write_back`)
                 .build(),
         );
         for i in 1..=4u8 {
