@@ -16,7 +16,6 @@
 //! It also records, for each large file whose chunks are cached, a generation and its chunk count, so
 //! a write can drop the chunks and an open reader can tell that its file changed under it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -63,14 +62,22 @@ pub(crate) struct Chunked {
     pub(crate) len: u64,
 }
 
+/// A path-keyed map. Hashed like the caches (`super::hasher`): random per instance, fixed under loom,
+/// whose models need the same iteration order on every run.
+pub(crate) type PathMap<V> = hashbrown::HashMap<Arc<str>, V, ahash::RandomState>;
+
 /// What one stripe guards.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Stripe {
-    pub(crate) resident: HashMap<Arc<str>, Resident>,
-    pub(crate) chunked: HashMap<Arc<str>, Chunked>,
+    pub(crate) resident: PathMap<Resident>,
+    pub(crate) chunked: PathMap<Chunked>,
 }
 
 impl Stripe {
+    fn new() -> Self {
+        Stripe { resident: PathMap::with_hasher(super::hasher()), chunked: PathMap::with_hasher(super::hasher()) }
+    }
+
     /// The resident entry for `path`, dropped if it is neither dirty nor pinned any more.
     pub(crate) fn tidy(&mut self, path: &str) {
         if self.resident.get(path).is_some_and(|r| r.dirty.is_none() && r.pins == 0) {
@@ -87,7 +94,7 @@ pub(crate) struct Stripes {
 
 impl Stripes {
     pub(crate) fn new() -> Self {
-        Stripes { locks: (0..STRIPES).map(|_| Mutex::default()).collect(), hasher: super::hasher() }
+        Stripes { locks: (0..STRIPES).map(|_| Mutex::new(Stripe::new())).collect(), hasher: super::hasher() }
     }
 
     /// Locks the stripe of `path`.
