@@ -72,7 +72,17 @@ fn content(n: u16, b: u8) -> Vec<u8> {
 }
 
 fn run(mode: WriteMode, ops: &[Op]) -> Result<(), TestCaseError> {
-    let store = Arc::new(Faulty::new(MemBackend::new()));
+    run_on(Faulty::new(MemBackend::new()), mode, ops)
+}
+
+/// The same over a fresh directory (`OsBackend`: temp files, fsync, rename, real directories).
+fn run_os(mode: WriteMode, ops: &[Op]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    run_on(Faulty::new(cachefs::fs::OsBackend::new(dir.path()).unwrap()), mode, ops)
+}
+
+fn run_on(store: Faulty, mode: WriteMode, ops: &[Op]) -> Result<(), TestCaseError> {
+    let store = Arc::new(store);
     let fs = CacheFs::builder(Arc::clone(&store)).max_bytes(64 << 10).chunk_size(4096).write_mode(mode).build();
     let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for op in ops {
@@ -229,6 +239,21 @@ proptest! {
     fn cachefs_matches_a_map_when_backend_writes_fail(ops in prop::collection::vec(faulty_op(), 1..120)) {
         for mode in MODES {
             run(mode, &ops)?;
+        }
+    }
+}
+
+proptest! {
+    // Over real directories: fewer cases (each write costs two fsyncs), with injected failures.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn cachefs_over_a_directory_matches_a_map(ops in prop::collection::vec(faulty_op(), 1..80)) {
+        for mode in MODES {
+            run_os(mode, &ops)?;
         }
     }
 }
