@@ -63,6 +63,7 @@ struct Slot {
 }
 
 impl Slot {
+    /// An empty slot. Outside loom tables are allocated zeroed instead (the same state); see `slots`.
     #[cfg_attr(not(loom), allow(dead_code))]
     fn new() -> Self {
         let z = || AtomicU64::new(0);

@@ -138,16 +138,13 @@ impl Inner {
         let modified = Inner::now_modified();
         let dirty = Dirty { due: Instant::now() + delay, modified, attempts: 0, error: None };
         let key: Arc<str> = Arc::from(key);
+        // A warm's pins survive the new content.
+        let pins = stripe.resident.get(&*key).map_or(0, |r| r.pins);
         let previous =
-            stripe.resident.insert(Arc::clone(&key), Resident { data: data.clone(), dirty: Some(dirty), pins: 0 });
-        match previous {
-            Some(p) => {
-                stripe.resident.get_mut(&*key).expect("just inserted").pins = p.pins;
-                match p.dirty {
-                    Some(_) => self.dirty.release(p.data.len() as u64, 0),
-                    None => self.dirty.add_entry(),
-                }
-            }
+            stripe.resident.insert(Arc::clone(&key), Resident { data: data.clone(), dirty: Some(dirty), pins });
+        match previous.and_then(|p| p.dirty.map(|_| p.data.len() as u64)) {
+            // It replaces older dirty data: one dirty file still, with the old bytes' budget returned.
+            Some(old_len) => self.dirty.release(old_len, 0),
             None => self.dirty.add_entry(),
         }
         self.cache_whole(&key, &data);
