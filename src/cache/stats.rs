@@ -8,13 +8,11 @@
 //! These counters only report, so they are plain `std` atomics even under loom (see `sync.rs`).
 //! Relaxed ordering throughout: no counter orders any other memory.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
 use super::removal::RemovalCause;
-use crate::stripe::thread_index;
+use crate::stripe::StripedCounters;
 
 /// A snapshot of a cache's counters and gauges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -90,52 +88,34 @@ pub(crate) enum Counter {
 
 const COUNTERS: usize = 7;
 
-/// One thread's counters: the seven above, then one per removal cause, on cache lines of their own.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Stripe([AtomicU64; COUNTERS + 5]);
-
-/// The counters of one cache.
+/// The counters of one cache: the seven above, then one per removal cause, striped by thread.
 #[derive(Debug)]
 pub(crate) struct Counters {
-    stripes: Box<[Stripe]>,
+    striped: StripedCounters<{ COUNTERS + 5 }>,
 }
 
 impl Counters {
     pub(crate) fn new(stripes: usize) -> Self {
-        let n = stripes.next_power_of_two().max(1);
-        Counters { stripes: (0..n).map(|_| Stripe::default()).collect() }
-    }
-
-    #[inline]
-    fn stripe(&self) -> &Stripe {
-        &self.stripes[thread_index() & (self.stripes.len() - 1)]
+        Counters { striped: StripedCounters::new(stripes) }
     }
 
     #[inline]
     pub(crate) fn add(&self, counter: Counter, n: u64) {
-        self.stripe().0[counter as usize].fetch_add(n, Relaxed);
+        self.striped.add(counter as usize, n);
     }
 
     pub(crate) fn removed(&self, cause: RemovalCause, n: u64) {
-        self.stripe().0[COUNTERS + cause.index()].fetch_add(n, Relaxed);
+        self.striped.add(COUNTERS + cause.index(), n);
     }
 
     /// Hits and misses so far, summed over the stripes.
     pub(crate) fn hits_and_misses(&self) -> (u64, u64) {
-        self.stripes.iter().fold((0, 0), |(h, m), s| {
-            (h + s.0[Counter::Hit as usize].load(Relaxed), m + s.0[Counter::Miss as usize].load(Relaxed))
-        })
+        (self.striped.total(Counter::Hit as usize), self.striped.total(Counter::Miss as usize))
     }
 
     /// Sums the stripes into `stats` (gauges are the caller's).
     pub(crate) fn sum_into(&self, stats: &mut CacheStats) {
-        let mut total = [0u64; COUNTERS + 5];
-        for s in self.stripes.iter() {
-            for (t, c) in total.iter_mut().zip(&s.0) {
-                *t += c.load(Relaxed);
-            }
-        }
+        let total = self.striped.totals();
         let at = |c: Counter| total[c as usize];
         stats.hits += at(Counter::Hit);
         stats.misses += at(Counter::Miss);

@@ -4,13 +4,11 @@
 //! relaxed atomics: they report, they order nothing. Gauges (dirty bytes, entries) are read from the
 //! structures that own them when a report is made.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
 use serde::Serialize;
 
 use crate::CacheStats;
 use crate::metrics::{LatencySummary, prometheus};
-use crate::stripe::{default_stripes, thread_index};
+use crate::stripe::{StripedCounters, default_stripes};
 
 /// Which counter to bump.
 #[derive(Debug, Clone, Copy)]
@@ -35,29 +33,24 @@ pub(crate) enum Count {
 
 const COUNTS: usize = 16;
 
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Stripe([AtomicU64; COUNTS]);
-
-/// The counters of one `CacheFs`.
+/// The counters of one `CacheFs`, striped by thread (see `crate::stripe`).
 #[derive(Debug)]
 pub(crate) struct Counters {
-    stripes: Box<[Stripe]>,
+    striped: StripedCounters<COUNTS>,
 }
 
 impl Counters {
     pub(crate) fn new() -> Self {
-        Counters { stripes: (0..default_stripes()).map(|_| Stripe::default()).collect() }
+        Counters { striped: StripedCounters::new(default_stripes()) }
     }
 
     #[inline]
     pub(crate) fn add(&self, count: Count, n: u64) {
-        // `default_stripes` is a power of two.
-        self.stripes[thread_index() & (self.stripes.len() - 1)].0[count as usize].fetch_add(n, Relaxed);
+        self.striped.add(count as usize, n);
     }
 
     fn total(&self, count: Count) -> u64 {
-        self.stripes.iter().map(|s| s.0[count as usize].load(Relaxed)).sum()
+        self.striped.total(count as usize)
     }
 }
 
