@@ -125,37 +125,6 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
     }
-
-    /// A copy for reporting twice (a flush failure goes to the caller and stays on the dirty entry).
-    /// `io::Error` is not `Clone`, so `Io` keeps its kind and message.
-    pub(crate) fn duplicate(&self) -> Error {
-        match self {
-            Error::InvalidPath { path, reason } => Error::InvalidPath { path: path.clone(), reason },
-            Error::NotFound { path } => Error::NotFound { path: path.clone() },
-            Error::NotAFile { path } => Error::NotAFile { path: path.clone() },
-            Error::PermissionDenied { path } => Error::PermissionDenied { path: path.clone() },
-            Error::StorageFull { path } => Error::StorageFull { path: path.clone() },
-            Error::Io { path, source } => {
-                Error::Io { path: path.clone(), source: io::Error::new(source.kind(), source.to_string()) }
-            }
-            Error::Flush { failures } => Error::Flush {
-                failures: failures
-                    .iter()
-                    .map(|f| FlushFailure { path: f.path.clone(), error: Box::new(f.error.duplicate()) })
-                    .collect(),
-            },
-            Error::WriteBackStalled { path, dirty_bytes, last_error } => Error::WriteBackStalled {
-                path: path.clone(),
-                dirty_bytes: *dirty_bytes,
-                last_error: last_error.clone(),
-            },
-            Error::WarmStopped { reason } => Error::WarmStopped { reason: reason.clone() },
-            Error::Modified { path } => Error::Modified { path: path.clone() },
-            Error::InvalidPattern { pattern, reason } => {
-                Error::InvalidPattern { pattern: pattern.clone(), reason: reason.clone() }
-            }
-        }
-    }
 }
 
 impl From<Error> for io::Error {
@@ -190,7 +159,6 @@ mod tests {
         ));
         let other = Error::io("x", io::Error::other("boom"));
         assert!(matches!(&other, Error::Io { path, .. } if path == "x"));
-        assert_eq!(other.duplicate().to_string(), other.to_string());
     }
 
     #[test]

@@ -22,8 +22,6 @@ use std::time::{Instant, SystemTime};
 use crate::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 
-use super::error::Error;
-
 /// Stripes: enough that unrelated paths rarely share one. Two under loom, so that models see paths
 /// share a stripe.
 #[cfg(not(loom))]
@@ -38,10 +36,8 @@ pub(crate) struct Dirty {
     pub(crate) due: Instant,
     /// When it was written (its metadata's modification time until flushed).
     pub(crate) modified: SystemTime,
-    /// Failed flush attempts in a row.
+    /// Failed flush attempts in a row (for the back-off).
     pub(crate) attempts: u32,
-    /// The last failure, reported by `flush()` if it fails again.
-    pub(crate) error: Option<Error>,
 }
 
 /// A file held in memory outside the cache's control.

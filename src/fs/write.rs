@@ -136,7 +136,7 @@ impl Inner {
         let mut stripe = self.stripes.lock(key);
         self.forget_locked(&mut stripe, key, true);
         let modified = Inner::now_modified();
-        let dirty = Dirty { due: Instant::now() + delay, modified, attempts: 0, error: None };
+        let dirty = Dirty { due: Instant::now() + delay, modified, attempts: 0 };
         let key: Arc<str> = Arc::from(key);
         // A warm's pins survive the new content.
         let pins = stripe.resident.get(&*key).map_or(0, |r| r.pins);

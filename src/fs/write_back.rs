@@ -8,7 +8,7 @@
 //!
 //! A flush writes a file to the backend with its stripe locked, so a newer write to the same file waits
 //! for it and cannot be overtaken, and two flushes of one file never race. A failed write leaves the
-//! file dirty with an exponential back-off (100 ms doubling to 30 s) and the error stored on it;
+//! file dirty with an exponential back-off (100 ms doubling to 30 s) and counts it in `flush_errors`;
 //! `flush()` retries every dirty file regardless of back-off and reports those that fail again.
 //!
 //! A writer waits while dirty bytes would exceed the budget (unless nothing is dirty, so that one file
@@ -240,7 +240,6 @@ impl Inner {
             Err(e) => {
                 dirty.attempts += 1;
                 dirty.due = Instant::now() + backoff(dirty.attempts);
-                dirty.error = Some(e.duplicate());
                 self.counters.add(Count::FlushError, 1);
                 Some(Err(e))
             }
