@@ -3,6 +3,7 @@
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -49,16 +50,16 @@ impl CacheFs {
 impl FileReader {
     pub(crate) fn open(inner: &Arc<Inner>, path: &Path) -> Result<FileReader, Error> {
         // Fast path: a cached whole file needs neither a copy of the path nor a lock.
-        let (path, source, len) = match path.to_str().and_then(|raw| inner.cached(raw)) {
-            Some(b) => (String::new(), Source::Whole(b.clone()), b.len() as u64),
+        let (path, len, source) = match path.to_str().and_then(|raw| inner.cached(raw)) {
+            Some(b) => (String::new(), b.len() as u64, Source::Whole(b)),
             None => {
                 let (key, opened) = inner.open_path(path)?;
                 match opened {
-                    Opened::Whole(b) => (key, Source::Whole(b.clone()), b.len() as u64),
+                    Opened::Whole(b) => (key, b.len() as u64, Source::Whole(b)),
                     Opened::Chunked { generation, len } => {
                         // Room for `path\0<index>` so that building chunk keys never reallocates.
                         let buf = String::with_capacity(key.len() + 21);
-                        (key, Source::Chunked { generation, current: None, key: buf }, len)
+                        (key, len, Source::Chunked { generation, current: None, key: buf })
                     }
                 }
             }
@@ -206,7 +207,7 @@ impl FileWriter<'_> {
         stream.commit()?;
         inner.discard_dirty(&mut stripe, &self.path);
         inner.forget_locked(&mut stripe, &self.path, true);
-        inner.put_meta(&self.path, Metadata { len: self.len, modified: Inner::now_modified() });
+        inner.meta.put(&self.path, Metadata { len: self.len, modified: SystemTime::now() });
         inner.counters.add(Count::Write, 1);
         inner.counters.add(Count::BytesWritten, self.len);
         Ok(())

@@ -50,7 +50,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -182,7 +182,7 @@ impl CacheFs {
         if let Some(m) = self.inner.cached_meta(path.as_os_str().as_encoded_bytes()) {
             return Ok(m);
         }
-        let key = path::canonical(path::as_str(path)?, false)?;
+        let key = checked(path)?;
         let stripe = self.inner.stripes.lock(&key);
         self.inner.metadata_locked(&stripe, &key)
     }
@@ -199,7 +199,7 @@ impl CacheFs {
     /// Drops the cached copy (content, chunks, metadata) of one file; the next read goes to the backend.
     /// Dirty write-back data is kept (it is the newest version). Returns whether anything was cached.
     pub fn invalidate(&self, path: impl AsRef<Path>) -> Result<bool, Error> {
-        let key = path::canonical(path::as_str(path.as_ref())?, false)?;
+        let key = checked(path.as_ref())?;
         let mut stripe = self.inner.stripes.lock(&key);
         Ok(self.inner.forget_locked(&mut stripe, &key, false) > 0)
     }
@@ -207,7 +207,7 @@ impl CacheFs {
     /// Drops cached copies of every file in directory `dir` (by component: `a` covers `a/x`, not `ab`;
     /// `""` covers everything). Returns how many cache entries went.
     pub fn invalidate_prefix(&self, dir: impl AsRef<Path>) -> Result<u64, Error> {
-        let dir = path::canonical(path::as_str(dir.as_ref())?, true)?;
+        let dir = checked_dir(dir.as_ref())?;
         Ok(self.inner.invalidate_where(|p| path::is_within(p, &dir)))
     }
 
@@ -314,10 +314,6 @@ impl Inner {
         Some(m)
     }
 
-    pub(crate) fn put_meta(&self, key: &str, meta: Metadata) {
-        self.meta.put(key, meta);
-    }
-
     /// Metadata of `key` (canonical) with its stripe locked: dirty data first, then the metadata cache,
     /// then the backend.
     pub(crate) fn metadata_locked(&self, stripe: &Stripe, key: &str) -> Result<Metadata, Error> {
@@ -331,7 +327,7 @@ impl Inner {
         }
         self.counters.add(Count::MetadataMiss, 1);
         let meta = self.backend.stat(key)?;
-        self.put_meta(key, meta);
+        self.meta.put(key, meta);
         Ok(meta)
     }
 
@@ -366,10 +362,6 @@ impl Inner {
             self.data.insert(Arc::clone(key), data.clone());
         }
     }
-
-    pub(crate) fn now_modified() -> SystemTime {
-        SystemTime::now()
-    }
 }
 
 /// The hasher for the caches and stripes: random per instance (flood-resistant), except under loom,
@@ -388,4 +380,9 @@ pub(crate) fn hasher() -> ahash::RandomState {
 /// A path argument after checking: borrowed when the caller's string was already canonical.
 pub(crate) fn checked(path: &Path) -> Result<Cow<'_, str>, Error> {
     path::canonical(path::as_str(path)?, false)
+}
+
+/// A directory argument after checking (the empty path, the root, is allowed).
+pub(crate) fn checked_dir(dir: &Path) -> Result<Cow<'_, str>, Error> {
+    path::canonical(path::as_str(dir)?, true)
 }

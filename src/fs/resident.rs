@@ -70,8 +70,8 @@ pub(crate) struct Stripe {
 }
 
 impl Stripe {
-    fn new() -> Self {
-        Stripe { resident: PathMap::with_hasher(super::hasher()), chunked: PathMap::with_hasher(super::hasher()) }
+    fn new(hasher: &ahash::RandomState) -> Self {
+        Stripe { resident: PathMap::with_hasher(hasher.clone()), chunked: PathMap::with_hasher(hasher.clone()) }
     }
 
     /// The resident entry for `path`, dropped if it is neither dirty nor pinned any more.
@@ -90,7 +90,8 @@ pub(crate) struct Stripes {
 
 impl Stripes {
     pub(crate) fn new() -> Self {
-        Stripes { locks: (0..STRIPES).map(|_| Mutex::new(Stripe::new())).collect(), hasher: super::hasher() }
+        let hasher = super::hasher();
+        Stripes { locks: (0..STRIPES).map(|_| Mutex::new(Stripe::new(&hasher))).collect(), hasher }
     }
 
     /// Locks the stripe of `path`.

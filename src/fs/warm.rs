@@ -19,7 +19,7 @@ use glob::{MatchOptions, Pattern};
 use super::read::Opened;
 use super::resident::Resident;
 use super::stats::Count;
-use super::{CacheFs, ENTRY_OVERHEAD, Error, Inner, checked, path};
+use super::{CacheFs, ENTRY_OVERHEAD, Error, Inner, checked, checked_dir, path};
 
 /// `*` and `?` do not cross `/`; `**` does.
 pub(crate) const GLOB_OPTIONS: MatchOptions =
@@ -195,7 +195,7 @@ impl CacheFs {
 
     /// Warms every backend file below directory `dir` (`""`: all).
     pub fn warm_dir(&self, dir: impl AsRef<Path>, options: WarmOptions) -> Result<WarmReport, Error> {
-        let dir = path::canonical(path::as_str(dir.as_ref())?, true)?;
+        let dir = checked_dir(dir.as_ref())?;
         self.warm(self.inner.backend.list(&dir)?, options)
     }
 
@@ -289,7 +289,8 @@ impl Inner {
     /// Loads one file; `Ok(None)` if a low-priority warm skipped it.
     fn warm_one(&self, raw: &str, priority: WarmPriority, pinned: &Mutex<Vec<String>>) -> Result<Option<u64>, Error> {
         let key = checked(Path::new(raw))?;
-        if priority == WarmPriority::Low && self.cached(&key).is_none() {
+        // `contains_key`, not a read: checking for room must not count as a hit.
+        if priority == WarmPriority::Low && !self.data.contains_key(&*key) {
             let len = {
                 let stripe = self.stripes.lock(&key);
                 self.metadata_locked(&stripe, &key)?.len

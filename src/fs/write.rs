@@ -2,13 +2,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 
 use super::resident::{Dirty, Resident};
 use super::stats::Count;
-use super::{CacheFs, Error, Inner, Metadata, OP_WRITE, WriteMode, checked, path};
+use super::{CacheFs, Error, Inner, Metadata, OP_WRITE, WriteMode, checked, checked_dir, path};
 
 impl CacheFs {
     /// Stores `data` as the whole content of `path`, replacing any earlier content.
@@ -71,7 +71,7 @@ impl CacheFs {
     /// a file back. If the backend fails part-way, dirty data is kept (it is flushed later) and cached
     /// copies below `dir` are dropped (some may be gone from the backend).
     pub fn remove_all(&self, dir: impl AsRef<Path>) -> Result<u64, Error> {
-        let dir = path::canonical(path::as_str(dir.as_ref())?, true)?;
+        let dir = checked_dir(dir.as_ref())?;
         let mut stripes: Vec<_> = self.inner.stripes.each().collect();
         let removed =
             self.inner.backend.list(&dir).and_then(|listed| self.inner.backend.remove_all(&dir).map(|n| (n, listed)));
@@ -117,7 +117,7 @@ impl Inner {
                     if self.mode == WriteMode::WriteThrough {
                         self.cache_whole(&key, &data);
                     }
-                    self.put_meta(&key, Metadata { len, modified: Inner::now_modified() });
+                    self.meta.put(&key, Metadata { len, modified: SystemTime::now() });
                 })
             }
         };
@@ -135,7 +135,7 @@ impl Inner {
         self.dirty.reserve(key, len, &self.counters)?;
         let mut stripe = self.stripes.lock(key);
         self.forget_locked(&mut stripe, key, true);
-        let modified = Inner::now_modified();
+        let modified = SystemTime::now();
         let dirty = Dirty { due: Instant::now() + delay, modified, attempts: 0 };
         let key: Arc<str> = Arc::from(key);
         // A warm's pins survive the new content.
@@ -148,7 +148,7 @@ impl Inner {
             None => self.dirty.add_entry(),
         }
         self.cache_whole(&key, &data);
-        self.put_meta(&key, Metadata { len, modified });
+        self.meta.put(&key, Metadata { len, modified });
         Ok(())
     }
 
