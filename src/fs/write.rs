@@ -73,23 +73,27 @@ impl CacheFs {
     pub fn remove_all(&self, dir: impl AsRef<Path>) -> Result<u64, Error> {
         let dir = checked_dir(dir.as_ref())?;
         let mut stripes: Vec<_> = self.inner.stripes.each().collect();
-        let removed =
-            self.inner.backend.list(&dir).and_then(|listed| self.inner.backend.remove_all(&dir).map(|n| (n, listed)));
-        let (removed, on_backend) = match removed {
-            Ok(r) => r,
+        // Dirty files below `dir` that the backend does not have yet count as removed too: one `stat`
+        // each (dirty files are few), rather than listing the whole tree on top of the backend's walk.
+        let mut only_in_memory = 0;
+        for stripe in &stripes {
+            for (key, _) in stripe.resident.iter().filter(|(k, r)| r.dirty.is_some() && path::is_within(k, &dir)) {
+                if self.inner.backend.stat(key).is_err_and(|e| e.is_not_found()) {
+                    only_in_memory += 1;
+                }
+            }
+        }
+        let removed = match self.inner.backend.remove_all(&dir) {
+            Ok(n) => n,
             Err(e) => {
                 self.inner.invalidate_where(|p| path::is_within(p, &dir));
                 return Err(e);
             }
         };
-        let mut only_in_memory = 0;
         for stripe in &mut stripes {
             let gone: Vec<Arc<str>> = stripe.resident.keys().filter(|k| path::is_within(k, &dir)).cloned().collect();
             for key in gone {
-                if self.inner.discard_dirty(stripe, &key) && on_backend.binary_search_by(|p| (**p).cmp(&*key)).is_err()
-                {
-                    only_in_memory += 1;
-                }
+                self.inner.discard_dirty(stripe, &key);
                 stripe.resident.remove(&key);
             }
             stripe.chunked.retain(|k, _| !path::is_within(k, &dir));
