@@ -79,7 +79,9 @@ impl<K, V> Flights<K, V> {
 
 impl<K: Eq + Clone, V> Flights<K, V> {
     /// Joins the load of `key`, or starts one. `recheck` looks the key up in the cache again while
-    /// the table is locked, closing the window between a leader's insert and its flight's removal.
+    /// the table is locked, closing the window between a leader's insert and its flight's removal. It
+    /// runs under the table's lock, so it must not run user code (a listener, a value's `Drop`): it may
+    /// read, never reclaim.
     pub(crate) fn join<'a>(
         &'a self,
         hash: u64,

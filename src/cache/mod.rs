@@ -311,8 +311,24 @@ where
             .is_some_and(|idx| !shard.may_expire(idx) || !shard.is_expired(idx, self.inner.clock.now()))
     }
 
-    /// The lookup behind `get`, without counting.
+    /// The lookup behind `get`, without counting. An expired entry found on the way is reclaimed (which
+    /// runs the listener), so this must not be called under any lock of ours: see [`Cache::peek`].
     fn lookup<Q>(&self, hash: u64, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let (value, expired) = self.peek(hash, key);
+        if expired {
+            self.write(self.shard(hash), true, |_, _, _| ());
+        }
+        value
+    }
+
+    /// The live value for `key`, recording the read, and whether an expired entry was found instead.
+    /// Runs no user code but `Eq` and `Clone`: it reclaims nothing and drops nothing, so callers holding
+    /// a lock (single flight's re-check) may use it.
+    fn peek<Q>(&self, hash: u64, key: &Q) -> (Option<V>, bool)
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -324,13 +340,10 @@ where
                 if let Some((idx, generation)) = record {
                     self.record_read(locked, idx, generation);
                 }
-                Some(value)
+                (Some(value), false)
             }
-            Read::Miss => None,
-            Read::Expired => {
-                self.write(locked, true, |_, _, _| ());
-                None
-            }
+            Read::Miss => (None, false),
+            Read::Expired => (None, true),
         }
     }
 
@@ -574,7 +587,9 @@ where
         }
         let locked = self.shard(hash);
         loop {
-            match locked.flights.join(hash, &key, &self.inner.counters, || self.lookup(hash, &key)) {
+            // The re-check runs under the flight table's lock: it must not reclaim (the listener would run
+            // under that lock), so an expired entry counts as absent and is replaced by this load.
+            match locked.flights.join(hash, &key, &self.inner.counters, || self.peek(hash, &key).0) {
                 Joined::Found(v) => return Ok(v),
                 Joined::Follower(flight) => {
                     if let Some(v) = flight.wait() {

@@ -189,14 +189,26 @@ impl<K: Eq, V> Shard<K, V> {
         if expires_at != NEVER || self.tti.is_some() {
             self.slab.enable_timers();
         }
+        // A policy that filters admission (W-TinyLFU) takes the entry in first and decides between it and
+        // the residents. The others make room among the residents first: the entry is kept out of the
+        // policy (and the timer wheel) until then, so it can never be chosen to make room for itself.
+        let filters = self.policy.filters_admission();
         let (idx, outcome) = match existing {
             Some(idx) => {
+                if !filters {
+                    self.policy.unlink(&mut self.slab, idx);
+                    if self.slab.has_timers() {
+                        self.wheel.unschedule(&mut self.slab, idx);
+                    }
+                }
                 let e = self.slab.entry_mut(idx);
                 let old_weight = std::mem::replace(&mut e.weight, new.weight);
                 let old_value = std::mem::replace(&mut e.value, new.value);
                 self.weight = self.weight - u64::from(old_weight) + u64::from(new.weight);
-                self.policy.reweigh(&mut self.slab, idx, old_weight);
-                self.policy.touch(&mut self.slab, idx);
+                if filters {
+                    self.policy.reweigh(&mut self.slab, idx, old_weight);
+                    self.policy.touch(&mut self.slab, idx);
+                }
                 out.push(Removal { key: new.key, value: old_value, cause: RemovalCause::Replaced });
                 (idx, Inserted::Updated)
             }
@@ -206,15 +218,26 @@ impl<K: Eq, V> Shard<K, V> {
                 let slab = &self.slab;
                 self.map.insert_unique(hash, idx, |&i| slab.entry(i).hash);
                 self.weight += u64::from(weight);
-                self.policy.admit(&mut self.slab, idx);
+                if filters {
+                    self.policy.admit(&mut self.slab, idx);
+                }
                 (idx, Inserted::New)
             }
         };
+        if !filters {
+            self.evict_to_fit(out);
+            match outcome {
+                Inserted::Updated => self.policy.readmit(&mut self.slab, idx),
+                _ => self.policy.admit(&mut self.slab, idx),
+            }
+        }
         if self.slab.has_timers() {
             self.slab.timer_mut(idx).start(expires_at, now.unwrap_or(0));
             self.file_timer(idx);
         }
-        self.evict_to_fit(out);
+        if filters {
+            self.evict_to_fit(out);
+        }
         outcome
     }
 

@@ -2,9 +2,13 @@
 //!
 //! Each entry counts its own accesses (0 to [`MAX_FREQ`]) and sits in the queue of its count, least
 //! recent at the front. The victim is the front of the lowest non-empty queue: O(1) with a bitmap. New
-//! entries start at 1, so an entry must earn its place by being read again. Every `10 × entries` accesses
+//! entries start at 1: the next newcomer evicts the least frequent resident, which is a newcomer that
+//! was not read again, if there is one. Every `10 × entries` accesses
 //! all counts are halved (queues merge pairwise, keeping recency within each), so a key that was hot
 //! long ago loses its standing; halving costs O(entries) once per 10 × entries accesses: O(1) amortised.
+//!
+//! A newcomer is linked only after room has been made among the residents (see `Shard::insert`), so a
+//! full cache evicts its least frequent resident, never the entry being stored.
 
 use crate::cache::list::List;
 use crate::cache::slab::{Lane, Slab};
@@ -46,6 +50,14 @@ impl Lfu {
     pub(crate) fn admit<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
         self.entries += 1;
         self.push(slab, idx, 1);
+    }
+
+    /// Re-links `idx` (unlinked by [`Lfu::unlink`], which keeps its count) as if it had been read.
+    pub(crate) fn readmit<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        self.entries += 1;
+        let f = slab.entry(idx).freq;
+        self.push(slab, idx, f);
+        self.touch(slab, idx);
     }
 
     pub(crate) fn touch<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {

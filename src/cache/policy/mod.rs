@@ -71,6 +71,21 @@ impl PolicyState {
         }
     }
 
+    /// True when the policy decides between a newcomer and the residents (W-TinyLFU's admission
+    /// filter), so the newcomer joins before room is made. The others make room among the residents
+    /// first, as the textbook LRU and LFU do.
+    pub(crate) fn filters_admission(&self) -> bool {
+        matches!(self, PolicyState::Hybrid(_))
+    }
+
+    /// Entry `idx`, unlinked while its value was replaced, comes back: used once more than before.
+    pub(crate) fn readmit<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
+        match self {
+            PolicyState::Lfu(p) => p.readmit(slab, idx),
+            _ => self.admit(slab, idx),
+        }
+    }
+
     /// Entry `idx` was read (or overwritten).
     pub(crate) fn touch<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
         match self {

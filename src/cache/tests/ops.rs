@@ -271,3 +271,88 @@ fn clones_share_one_cache() {
     assert_eq!(b.get(&1), Some(1));
     assert_eq!(b.capacity(), 10);
 }
+
+/// Defect 1 (issue 11): LFU made room for a newcomer by evicting the newcomer itself.
+#[test]
+fn lfu_newcomer_evicts_the_least_frequent_resident() {
+    let (b, log) = logging(Cache::builder().max_capacity(3).shards(1).policy(Policy::Lfu));
+    let cache = b.build();
+    for k in 1..=3 {
+        cache.insert(k, k * 10);
+    }
+    for (k, reads) in [(1, 5), (2, 3), (3, 1)] {
+        for _ in 0..reads {
+            assert_eq!(cache.get(&k), Some(k * 10));
+        }
+    }
+    cache.insert(4, 40);
+    assert_eq!(cache.get(&4), Some(40), "the newcomer is stored");
+    assert_eq!(log.lock().unwrap().as_slice(), &[(3, 30, RemovalCause::Capacity)], "the least frequent resident leaves");
+    for k in [1, 2] {
+        assert!(cache.contains_key(&k));
+    }
+    // A full LFU cache keeps what `get_with` loads.
+    let loads = std::sync::atomic::AtomicU32::new(0);
+    for _ in 0..3 {
+        cache.get_with(5, || {
+            loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            50
+        });
+    }
+    assert_eq!(loads.into_inner(), 1, "loaded once, then kept");
+    // The same holds when an update makes an entry heavier than the room left.
+    let cache: Cache<u32, u32> =
+        Cache::builder().max_capacity(4).shards(1).policy(Policy::Lfu).weigher(|_, v| *v).build();
+    cache.insert(1, 1);
+    cache.insert(2, 1);
+    cache.get(&1);
+    cache.insert(2, 2);
+    cache.insert(2, 3);
+    assert_eq!(cache.get(&2), Some(3), "the updated entry stays; others made room");
+    cache.validate();
+}
+
+/// Defect 2 (issue 11): a listener that loads through the same cache hung when single-flight's re-check
+/// reclaimed an expired entry under the flight table's lock.
+#[test]
+fn listener_may_load_through_the_cache_while_a_flight_rechecks() {
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use std::sync::{Arc, OnceLock};
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let clock = ManualClock::new();
+        let slot: Arc<OnceLock<Cache<u32, u32>>> = Arc::default();
+        let expirations = Arc::new(AtomicU32::new(0));
+        let (for_listener, seen, listener_clock) = (slot.clone(), expirations.clone(), clock.clone());
+        let cache = Cache::builder()
+            .max_capacity(100)
+            .shards(1)
+            .clock(clock.clone())
+            .time_to_live(Duration::from_secs(1))
+            .eviction_listener(move |k: u32, _v: u32, cause| {
+                if k != 1 || cause != RemovalCause::Expired {
+                    return;
+                }
+                let cache = for_listener.get().expect("set before use");
+                // A listener may call back into the cache, loading included.
+                cache.get_with(2, || 2);
+                if seen.fetch_add(1, SeqCst) == 0 {
+                    // Between the caller's miss and its flight's re-check, key 1 comes back and expires
+                    // (and so does 2, so that the next listener call must load it).
+                    cache.insert(1, 11);
+                    listener_clock.advance(Duration::from_secs(2));
+                }
+            })
+            .build();
+        let _ = slot.set(cache.clone());
+        cache.insert(1, 10);
+        clock.advance(Duration::from_secs(2));
+        let v = cache.get_with(1, || 12);
+        let _ = tx.send((v, expirations.load(SeqCst)));
+    });
+    let (v, expirations) =
+        rx.recv_timeout(Duration::from_secs(10)).expect("get_with hung: the listener ran under an internal lock");
+    assert_eq!(v, 12);
+    assert!(expirations >= 1);
+}
