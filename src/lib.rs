@@ -6,6 +6,7 @@ mod cache;
 mod clock;
 mod fnv;
 pub mod fs;
+mod latency;
 mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;
@@ -15,4 +16,5 @@ mod sync;
 pub use cache::{Cache, CacheBuilder, CacheStats, DEFAULT_MAX_CAPACITY, Iter, Policy, RemovalCause};
 pub use clock::ManualClock;
 pub use fnv::{FnvBuildHasher, FnvHasher};
-pub use metrics::{LatencyConfig, LatencySummary, MetricsSnapshot};
+pub use latency::{LatencyConfig, LatencySummary};
+pub use metrics::MetricsSnapshot;

@@ -14,7 +14,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, ObservableCounter, ObservableGauge};
 
 use crate::fs::{CacheFs, FsStats};
-use crate::metrics::LatencySummary;
+use crate::latency::LatencySummary;
 use crate::{Cache, CacheStats, RemovalCause};
 
 /// The instruments registered for one cache. Keep it as long as the cache should be reported.
@@ -133,7 +133,8 @@ type PickFs = fn(&FsStats) -> u64;
 /// Registers a [`CacheFs`]'s counters, gauges and latency on `meter`, attribute `cache` (its name).
 /// Counters `cachefs.fs.*`: `read_hits`, `read_misses`, `bytes_from_cache`, `bytes_from_backend`,
 /// `metadata_hits`, `metadata_misses`, `writes`, `bytes_written`, `flushes`, `flushed_bytes`,
-/// `flush_errors`, `backpressure_waits`, `invalidated`, `removed`, `warmed`, `warm_skipped`. Gauges:
+/// `flush_errors`, `backpressure_waits`, `invalidated`, `removed`, `warmed`, `warm_skipped`,
+/// `abandoned_writers`. Gauges:
 /// `cachefs.fs.dirty_entries`, `.dirty_bytes`, `.cached_bytes`, `.capacity_bytes`, `.cached_entries`,
 /// `.metadata_entries`. Latency: `cachefs.fs.operation.duration` (read, write, flush) when recorded.
 ///
@@ -155,7 +156,7 @@ pub fn register_fs(meter: &Meter, fs: &CacheFs) -> Registration {
     };
     let mut counters = Vec::new();
     let mut gauges = Vec::new();
-    let specs: [(bool, &'static str, &'static str, PickFs); 22] = [
+    let specs: [(bool, &'static str, &'static str, PickFs); 23] = [
         (true, "cachefs.fs.read_hits", "{read}", |s| s.read_hits),
         (true, "cachefs.fs.read_misses", "{read}", |s| s.read_misses),
         (true, "cachefs.fs.bytes_from_cache", "By", |s| s.bytes_from_cache),
@@ -172,6 +173,7 @@ pub fn register_fs(meter: &Meter, fs: &CacheFs) -> Registration {
         (true, "cachefs.fs.removed", "{file}", |s| s.removed),
         (true, "cachefs.fs.warmed", "{file}", |s| s.warmed),
         (true, "cachefs.fs.warm_skipped", "{file}", |s| s.warm_skipped),
+        (true, "cachefs.fs.abandoned_writers", "{writer}", |s| s.abandoned_writers),
         (false, "cachefs.fs.dirty_entries", "{file}", |s| s.dirty_entries),
         (false, "cachefs.fs.dirty_bytes", "By", |s| s.dirty_bytes),
         (false, "cachefs.fs.cached_bytes", "By", |s| s.data.weighted_size),

@@ -39,6 +39,10 @@ impl Setup {
 }
 
 fn setup(os: bool, mode: WriteMode, max_bytes: u64) -> Setup {
+    setup_with(os, mode, max_bytes, max_bytes / 8)
+}
+
+fn setup_with(os: bool, mode: WriteMode, max_bytes: u64, large_file_threshold: u64) -> Setup {
     let (store, dir) = if os {
         let dir = tempfile::tempdir().unwrap();
         (Faulty::new(OsBackend::new(dir.path()).unwrap()), Some(dir))
@@ -46,7 +50,12 @@ fn setup(os: bool, mode: WriteMode, max_bytes: u64) -> Setup {
         (Faulty::new(MemBackend::new()), None)
     };
     let store = Arc::new(store);
-    let fs = CacheFs::builder(Arc::clone(&store)).max_bytes(max_bytes).write_mode(mode).chunk_size(4096).build();
+    let fs = CacheFs::builder(Arc::clone(&store))
+        .max_bytes(max_bytes)
+        .large_file_threshold(large_file_threshold)
+        .write_mode(mode)
+        .chunk_size(4096)
+        .build();
     let name = format!("{} {:?}", if os { "os" } else { "mem" }, mode);
     Setup { fs, store, mode, name, _dir: dir }
 }
@@ -151,16 +160,24 @@ fn handles_read_seek_write_and_store_on_close() {
         r.read_to_end(&mut last).unwrap();
         assert_eq!(last, b"Z");
         assert!(r.seek(SeekFrom::Current(-100)).is_err());
+        // Only `close` stores: flushing stores nothing, and dropping or aborting discards.
+        s.fs.write("h/kept", b"old".to_vec()).unwrap();
         {
-            let mut dropped = s.fs.create("h/dropped").unwrap();
-            dropped.write_all(b"kept").unwrap();
+            let mut dropped = s.fs.create("h/kept").unwrap();
+            dropped.write_all(b"new").unwrap();
+            dropped.flush().unwrap();
+            assert_eq!(&s.fs.read("h/kept").unwrap()[..], b"old", "{}: flush stores nothing", s.name);
         }
-        assert_eq!(&s.fs.read("h/dropped").unwrap()[..], b"kept", "{}: drop stores", s.name);
-        let mut flushed = s.fs.create("h/flushed").unwrap();
-        flushed.write_all(b"x").unwrap();
-        flushed.flush().unwrap();
-        assert_eq!(&s.fs.read("h/flushed").unwrap()[..], b"x");
-        drop(flushed);
+        assert_eq!(&s.fs.read("h/kept").unwrap()[..], b"old", "{}: drop discards", s.name);
+        assert_eq!(s.fs.stats().abandoned_writers, 1, "{}", s.name);
+        let mut aborted = s.fs.create("h/new").unwrap();
+        aborted.write_all(b"x").unwrap();
+        aborted.abort();
+        assert!(s.fs.read("h/new").unwrap_err().is_not_found(), "{}: abort discards", s.name);
+        assert_eq!(s.fs.stats().abandoned_writers, 1, "{}: an abort is not abandoned", s.name);
+        let _ = s.fs.flush();
+        assert_eq!(s.on_backend("h/kept").as_deref(), Some(&b"old"[..]), "{}", s.name);
+        assert_eq!(s.on_backend("h/new"), None, "{}", s.name);
     });
 }
 
@@ -478,12 +495,15 @@ fn large_files_are_streamed_to_the_backend_and_replace_atomically_on_close() {
         assert_eq!(s.fs.stat("big").unwrap().len, 50_000);
         assert_eq!(s.on_backend("big"), Some(want.clone()), "{}: on the backend at close, in every mode", s.name);
         assert_eq!(s.fs.stats().dirty_entries, 0);
-        // Dropped without close: committed too.
+        // Dropped without close: discarded, and its temporary is gone.
         {
             let mut w = s.fs.create("big2").unwrap();
             w.write_all(&want).unwrap();
         }
-        assert_eq!(s.fs.read("big2").unwrap(), want);
+        assert!(s.fs.read("big2").unwrap_err().is_not_found(), "{}", s.name);
+        if let Some(dir) = &s._dir {
+            assert_eq!(OsBackend::new(dir.path()).unwrap().remove_temp_files().unwrap(), 0, "{}", s.name);
+        }
     });
 }
 
@@ -733,4 +753,155 @@ fn stats_export_as_json_and_prometheus() {
     let text = st.to_prometheus();
     assert!(text.contains("cachefs_fs_read_hits_total{cache=\"cachefs\"} 1"), "{text}");
     assert!(text.contains("# TYPE cachefs_fs_dirty_bytes gauge"));
+}
+
+/// Defect 3 (issue 11): a reader of a chunked file returned the next version's cached chunks.
+#[test]
+fn a_reader_of_a_chunked_file_never_mixes_versions() {
+    // Threshold 8 KiB, chunks 4 KiB, and room for every chunk of both versions.
+    for (os, mode) in [false, true].into_iter().flat_map(|os| MODES.map(|m| (os, m))) {
+        let s = &setup_with(os, mode, 4 << 20, 8 << 10);
+        let (v1, v2) = (vec![1u8; 50_000], vec![2u8; 50_000]);
+        s.store.inner().write("big", &v1).unwrap();
+        let mut a = s.fs.open("big").unwrap();
+        let mut head = vec![0u8; 4096];
+        a.read_exact(&mut head).unwrap();
+        assert_eq!(head, v1[..4096], "{}", s.name);
+        s.fs.write("big", v2.clone()).unwrap();
+        assert_eq!(s.fs.read("big").unwrap(), v2, "{}: reader B sees version 2", s.name);
+        let mut rest = Vec::new();
+        match a.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.iter().all(|&b| b == 1), "{}: reader A mixed versions", s.name),
+            Err(e) => {
+                let inner = e.get_ref().and_then(|e| e.downcast_ref::<Error>());
+                assert!(matches!(inner, Some(Error::Modified { .. })), "{}: {e:?}", s.name);
+            }
+        }
+    }
+}
+
+/// Defect 4 (issue 11): a writer dropped after a failed write committed the part written before it.
+#[test]
+fn a_writer_whose_write_failed_stores_nothing() {
+    // 64 KiB budget: threshold 8 KiB, so the writer streams to the backend from its third block.
+    each(64 << 10, |s| {
+        s.fs.write("f", b"old".to_vec()).unwrap();
+        s.fs.flush().unwrap();
+        for errno in [EIO, ENOSPC] {
+            // Dropped, as `?` does.
+            let failed = (|| -> std::io::Result<()> {
+                let mut w = s.fs.create("f").map_err(std::io::Error::from)?;
+                s.store.fail(Op::Stream, 3, 1, errno);
+                for _ in 0..10 {
+                    w.write_all(&[7; 4096])?;
+                }
+                w.close().map_err(std::io::Error::from)
+            })();
+            assert!(failed.is_err(), "{}", s.name);
+            let _ = s.fs.flush();
+            assert_eq!(&s.fs.read("f").unwrap()[..], b"old", "{}: the old version stays", s.name);
+            assert_eq!(s.on_backend("f").as_deref(), Some(&b"old"[..]), "{}", s.name);
+            // Closed after the failure: `close` reports it and stores nothing.
+            let mut w = s.fs.create("f").unwrap();
+            s.store.fail(Op::Stream, 2, 1, errno);
+            let results: Vec<bool> = (0..4).map(|_| w.write_all(&[8; 4096]).is_ok()).collect();
+            assert!(results.contains(&false), "{}", s.name);
+            assert!(w.close().is_err(), "{}: close of a writer whose write failed", s.name);
+            let _ = s.fs.flush();
+            assert_eq!(&s.fs.read("f").unwrap()[..], b"old", "{}", s.name);
+            assert_eq!(s.on_backend("f").as_deref(), Some(&b"old"[..]), "{}", s.name);
+        }
+    });
+}
+
+/// Defect 5 (issue 11): write-back acknowledged writes that no flush could ever write.
+#[test]
+fn write_back_acknowledges_only_what_it_can_flush() {
+    let long_path = format!("{}/f", vec!["d".repeat(200); 22].join("/"));
+    let long_name = "n".repeat(255);
+    for os in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Backend> =
+            if os { Arc::new(OsBackend::new(dir.path()).unwrap()) } else { Arc::new(MemBackend::new()) };
+        let fs = CacheFs::builder(Arc::clone(&store))
+            .write_mode(WriteMode::WriteBack { delay: Duration::from_secs(3600), max_dirty_bytes: 1 << 20 })
+            .build();
+        let name = if os { "os" } else { "mem" };
+        if os {
+            assert!(fs.write(&long_path, b"x".to_vec()).is_err(), "{name}: a {}-byte path", long_path.len());
+            assert!(fs.create(&long_path).and_then(|w| w.close()).is_err(), "{name}");
+        }
+        // A 255-byte name is valid everywhere, temporary files included.
+        fs.write(&long_name, b"x".to_vec()).unwrap();
+        store.write("dir/inner", b"x").unwrap();
+        assert!(fs.write("dir", b"x".to_vec()).is_err(), "{name}: the target is a directory");
+        assert!(fs.create("dir").and_then(|w| w.close()).is_err(), "{name}");
+        store.write("file", b"x").unwrap();
+        assert!(fs.write("file/child", b"x".to_vec()).is_err(), "{name}: the parent is a file");
+        // Conflicts within the dirty set itself.
+        fs.write("p", b"x".to_vec()).unwrap();
+        assert!(fs.write("p/q", b"y".to_vec()).is_err(), "{name}: the parent is a dirty file");
+        fs.write("r/s", b"y".to_vec()).unwrap();
+        assert!(fs.write("r", b"x".to_vec()).is_err(), "{name}: a dirty file lies below");
+        assert!(fs.rename("p", "r/s/t").is_err(), "{name}: rename below a dirty file");
+        // Everything acknowledged can be flushed.
+        fs.flush().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(fs.stats().dirty_entries, 0);
+        let mut buf = Vec::new();
+        store.read(&long_name, &mut buf).unwrap();
+        assert_eq!(buf, b"x");
+    }
+}
+
+/// Defect 6 (issue 11): a backend call that failed after taking effect left the old content cached.
+#[test]
+fn a_failed_call_that_took_effect_leaves_no_stale_copy() {
+    each(64 << 10, |s| {
+        let agree = |path: &str| {
+            let cached = s.fs.read(path).ok().map(|b| b.to_vec());
+            assert_eq!(cached, s.on_backend(path), "{}: {path}", s.name);
+            assert_eq!(s.fs.stat(path).ok().map(|m| m.len), s.on_backend(path).map(|b| b.len() as u64), "{}", s.name);
+        };
+        for (p, v) in [("a", b"A"), ("b", b"B"), ("c", b"C")] {
+            s.fs.write(p, v.to_vec()).unwrap();
+        }
+        s.fs.flush().unwrap();
+        for p in ["a", "b", "c"] {
+            s.fs.read(p).unwrap();
+        }
+        s.store.fail_after_effect(Op::Write, 1, 1, EIO);
+        assert!(s.fs.rename("a", "b").is_err(), "{}", s.name);
+        s.fs.flush().unwrap();
+        agree("a");
+        agree("b");
+        s.store.fail_after_effect(Op::Write, 1, 1, EIO);
+        assert!(s.fs.remove("b").is_err(), "{}", s.name);
+        agree("b");
+        let mut w = s.fs.create("c").unwrap();
+        w.write_all(&[5; 20_000]).unwrap();
+        s.store.fail_after_effect(Op::Write, 1, 1, EIO);
+        assert!(w.close().is_err(), "{}", s.name);
+        s.fs.flush().unwrap();
+        agree("c");
+    });
+}
+
+/// Defect 7 (issue 11): temporary names were the pid and a counter from 0, so a temporary left by a
+/// crashed process under the same pid (a restarted container) made every write fail with "File exists".
+#[test]
+fn stale_temporaries_of_a_reused_pid_do_not_block_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid = std::process::id();
+    for seq in 0..4 {
+        std::fs::write(dir.path().join(format!(".f{}{pid}.{seq}", cachefs::fs::TEMP_MARKER)), b"stale").unwrap();
+    }
+    let b = OsBackend::new(dir.path()).unwrap();
+    b.write("f", b"new").unwrap();
+    let mut w = b.create("f").unwrap();
+    w.write_all(b"newer").unwrap();
+    w.commit().unwrap();
+    let mut buf = Vec::new();
+    b.read("f", &mut buf).unwrap();
+    assert_eq!(buf, b"newer");
+    assert_eq!(b.remove_temp_files().unwrap(), 4, "only the stale ones are left");
 }

@@ -8,7 +8,7 @@ use super::policy::Policy;
 use super::removal::RemovalCause;
 use super::{Cache, Listener, Weigher};
 use crate::clock::{Clock, ManualClock};
-use crate::metrics::LatencyConfig;
+use crate::latency::LatencyConfig;
 use std::sync::Arc;
 
 /// The default maximum weighted size when [`CacheBuilder::max_capacity`] is not called.

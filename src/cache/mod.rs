@@ -51,7 +51,7 @@ pub use removal::RemovalCause;
 pub use stats::CacheStats;
 
 use crate::clock::{Clock, NEVER, deadline_after};
-use crate::metrics::LatencyRecorder;
+use crate::latency::LatencyRecorder;
 use crate::sync::{Arc, AtomicU64, Ordering::Relaxed, RwLock};
 use entry::Entry;
 use loader::{Flights, Joined};
@@ -272,9 +272,19 @@ where
         &self.inner.shards[self.shard_index(hash)]
     }
 
-    /// Weight that could join `key`'s shard without evicting anything. A hint: another writer may take
-    /// the room first. Takes no lock.
-    pub(crate) fn free_weight_for<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+    /// Weight that could be inserted under `key` now without evicting anything: the free room in the
+    /// shard `key` belongs to (each shard holds its share of the capacity). A hint, for callers that
+    /// would rather not displace anything (low-priority prefetching): another writer may take the room
+    /// first. Takes no lock.
+    ///
+    /// ```
+    /// use cachefs::Cache;
+    ///
+    /// let cache: Cache<u32, u32> = Cache::builder().max_capacity(10).shards(1).build();
+    /// cache.insert(1, 1);
+    /// assert_eq!(cache.room_for(&2), 9);
+    /// ```
+    pub fn room_for<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
         let i = self.shard_index(self.hash(key));
         let capacity = builder::shard_capacity(self.inner.capacity, self.inner.shards.len(), i);
         capacity.saturating_sub(self.inner.shards[i].weight.load(Relaxed))

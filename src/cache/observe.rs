@@ -1,9 +1,10 @@
-//! What a cache reports about itself: the metrics snapshot and latency recording.
+//! What a cache reports about itself: its name and latency recording. (The metrics layer builds its
+//! snapshot from these and [`Cache::stats`]; this layer does not know it.)
 
 use std::time::Instant;
 
 use super::Cache;
-use crate::metrics::MetricsSnapshot;
+use crate::latency::LatencySummary;
 
 /// The operations a cache times, in the order of its latency recorder.
 pub(crate) const OPS: &[&str] = &["get_hit", "get_miss", "insert", "load"];
@@ -24,16 +25,10 @@ impl<K, V, S> Cache<K, V, S> {
         &self.inner.name
     }
 
-    /// Counters, gauges and (if recording) latency percentiles, labelled with the cache's name and
-    /// policy; export with [`MetricsSnapshot::to_prometheus`] or [`MetricsSnapshot::to_json`].
-    /// Takes no lock on the cache's shards.
-    pub fn metrics(&self) -> MetricsSnapshot {
-        MetricsSnapshot {
-            cache: self.inner.name.clone(),
-            policy: self.inner.policy.name().to_string(),
-            stats: self.stats(),
-            latency: self.inner.latency.as_ref().map(|l| l.summaries()).unwrap_or_default(),
-        }
+    /// Latency percentiles per operation (`get_hit`, `get_miss`, `insert`, `load`); empty unless latency
+    /// recording is on ([`CacheBuilder::latency`](crate::CacheBuilder::latency)).
+    pub fn latency(&self) -> Vec<LatencySummary> {
+        self.inner.latency.as_ref().map(|l| l.summaries()).unwrap_or_default()
     }
 
     /// Forgets the latency recorded so far (counters are cumulative and are not reset).

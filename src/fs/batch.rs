@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use super::{CacheFs, Error, Metadata, WarmOptions, WarmReport};
+use super::path::checked;
+use super::{CacheFs, Error, FlushFailure, Metadata, WarmOptions, WarmReport};
 
 impl CacheFs {
     /// Drops the cached copies of the given files; returns how many had something cached. Invalid paths
@@ -14,6 +15,26 @@ impl CacheFs {
     /// Metadata of each file, in order; each entry is its own result.
     pub fn batch_stats<P: AsRef<Path>>(&self, paths: impl IntoIterator<Item = P>) -> Vec<Result<Metadata, Error>> {
         paths.into_iter().map(|p| self.stat(p)).collect()
+    }
+
+    /// Flushes the given files if they are dirty, attempting every one even after failures. Returns how
+    /// many were written; the error lists every failure (including invalid paths).
+    pub fn batch_flush<P: AsRef<Path>>(&self, paths: impl IntoIterator<Item = P>) -> Result<u64, Error> {
+        let inner = &self.inner;
+        let mut failures = Vec::new();
+        let mut written = 0;
+        inner.with_env(|env| {
+            for p in paths {
+                let p = p.as_ref();
+                match checked(p).and_then(|key| inner.write_back.flush_path(env, &key)) {
+                    Ok(flushed) => written += u64::from(flushed),
+                    Err(e) => {
+                        failures.push(FlushFailure { path: p.to_string_lossy().into_owned(), error: Box::new(e) })
+                    }
+                }
+            }
+        });
+        if failures.is_empty() { Ok(written) } else { Err(Error::Flush { failures }) }
     }
 
     /// Loads the given files into the cache with `workers` threads, skipping (and reporting) failures.

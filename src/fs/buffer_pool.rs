@@ -54,6 +54,11 @@ impl BufferPool {
         PooledBuf { buf, pool: Arc::downgrade(&self.inner) }
     }
 
+    /// The capacity of the buffer [`take`](Self::take) gives for `len` bytes.
+    pub(crate) fn bucket_size(len: usize) -> usize {
+        bucket(len).map_or(len, |i| 1 << (i as u32 + MIN_SHIFT))
+    }
+
     /// Idle bytes held.
     #[cfg(test)]
     pub(crate) fn idle_bytes(&self) -> usize {

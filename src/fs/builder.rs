@@ -70,10 +70,6 @@ impl fmt::Debug for CacheFsBuilder {
     }
 }
 
-/// Shards of the content cache. Each shard holds `max_bytes / DATA_SHARDS`, so the large-file threshold
-/// never exceeds that (an entry heavier than its shard would be refused).
-pub(crate) const DATA_SHARDS: u64 = 8;
-
 impl CacheFsBuilder {
     pub(crate) fn new(backend: Box<dyn Backend>) -> Self {
         CacheFsBuilder {
@@ -136,8 +132,8 @@ impl CacheFsBuilder {
         self
     }
 
-    /// Whether closing (or dropping) a writer handle in write-back mode also flushes that file to the
-    /// backend. Default true.
+    /// Whether closing a writer handle in write-back mode also flushes that file to the backend.
+    /// Default true.
     pub fn flush_on_close(mut self, on: bool) -> Self {
         self.flush_on_close = on;
         self
@@ -184,7 +180,7 @@ impl CacheFsBuilder {
 
     /// The large-file threshold in effect.
     pub(crate) fn threshold(&self) -> u64 {
-        let cap = self.max_bytes / DATA_SHARDS;
+        let cap = self.max_bytes / super::content::SHARDS;
         self.large_file_threshold.map_or(cap, |t| t.min(cap))
     }
 

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use super::{CacheFs, Error, FileReader, FileWriter, checked, path};
+use super::path::{self, checked};
+use super::{CacheFs, Error, FileReader, FileWriter};
 
 /// `dataset/path`, both checked.
 fn join(dataset: &str, file: &Path) -> Result<String, Error> {

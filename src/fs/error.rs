@@ -30,6 +30,13 @@ pub enum Error {
         /// The path.
         path: String,
     },
+    /// A directory above the path is a file (on the backend, or as a pending write-back write), so the
+    /// path cannot be a file.
+    #[error("{path}: a parent directory is a file")]
+    NotADirectory {
+        /// The path.
+        path: String,
+    },
     /// The backing store refused access.
     #[error("{path}: permission denied")]
     PermissionDenied {
@@ -74,6 +81,15 @@ pub enum Error {
         /// The path.
         path: String,
     },
+    /// A [`FileWriter`](super::FileWriter) was closed after one of its writes failed; nothing was stored
+    /// and the old content stays.
+    #[error("{path}: nothing stored: an earlier write through this writer failed ({reason})")]
+    WriterFailed {
+        /// The path.
+        path: String,
+        /// The failure.
+        reason: String,
+    },
     /// A glob pattern could not be parsed.
     #[error("invalid pattern {pattern:?}: {reason}")]
     InvalidPattern {
@@ -116,6 +132,10 @@ impl Error {
             io::ErrorKind::PermissionDenied => Error::PermissionDenied { path },
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::StorageFull { path },
             io::ErrorKind::IsADirectory => Error::NotAFile { path },
+            io::ErrorKind::NotADirectory => Error::NotADirectory { path },
+            io::ErrorKind::InvalidFilename => {
+                Error::InvalidPath { path, reason: "too long for the backing file system" }
+            }
             _ if source.raw_os_error().is_some_and(|e| NO_SPACE.contains(&e)) => Error::StorageFull { path },
             _ => Error::Io { path, source },
         }
@@ -136,6 +156,7 @@ impl From<Error> for io::Error {
             Error::StorageFull { .. } => io::ErrorKind::StorageFull,
             Error::InvalidPath { .. } | Error::InvalidPattern { .. } => io::ErrorKind::InvalidInput,
             Error::NotAFile { .. } => io::ErrorKind::IsADirectory,
+            Error::NotADirectory { .. } => io::ErrorKind::NotADirectory,
             Error::Io { source, .. } => source.kind(),
             _ => io::ErrorKind::Other,
         };

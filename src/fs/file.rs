@@ -7,16 +7,19 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::locks::Chunks;
+use super::path::{self, checked};
 use super::read::Opened;
 use super::stats::Count;
-use super::{BackendFile, CacheFs, Error, FlushFailure, Inner, Metadata, WriteMode, checked};
+use super::{BackendFile, CacheFs, Error, FlushFailure, Inner, Metadata};
 
 /// An open file for reading, from [`CacheFs::open`].
 ///
 /// A small file is a snapshot: the content at `open`, whatever is written later. A large file is read
-/// chunk by chunk (each chunk cached), so memory stays bounded however large the file; if the file is
-/// written or removed while it is being read, the next chunk read fails with [`Error::Modified`]
-/// (as an `io::Error` whose source is that error) rather than mixing versions.
+/// chunk by chunk (each chunk cached), so memory stays bounded however large the file; every byte comes
+/// from the version that was current at `open`: if the file is written or removed while it is being
+/// read, a later read may fail with [`Error::Modified`] (as an `io::Error` whose source is that error),
+/// never return bytes of another version.
 #[derive(Debug)]
 pub struct FileReader {
     inner: Arc<Inner>,
@@ -29,7 +32,7 @@ pub struct FileReader {
 #[derive(Debug)]
 enum Source {
     Whole(Bytes),
-    Chunked { generation: u64, current: Option<(u64, Bytes)>, key: String },
+    Chunked { chunks: Chunks, current: Option<(u64, Bytes)>, key: String },
 }
 
 impl CacheFs {
@@ -38,28 +41,29 @@ impl CacheFs {
         FileReader::open(&self.inner, path.as_ref())
     }
 
-    /// Creates (or truncates) `path` for writing. Nothing is stored until the writer is flushed or
-    /// closed; then the whole content is written as by [`write`](Self::write).
+    /// Starts writing `path` (see [`FileWriter`]): nothing is stored until the writer is closed. Refused
+    /// at once if the backend would refuse the path, or (write-back) another pending write conflicts.
     pub fn create(&self, path: impl AsRef<Path>) -> Result<FileWriter<'_>, Error> {
         let key = checked(path.as_ref())?.into_owned();
         self.inner.backend.check(&key)?;
-        Ok(FileWriter { fs: self, path: key, buf: Vec::new(), stream: None, pos: 0, len: 0, unsaved: true })
+        self.inner.write_back.conflict(&key)?;
+        Ok(FileWriter { fs: self, path: key, buf: Vec::new(), stream: None, pos: 0, len: 0, failed: None })
     }
 }
 
 impl FileReader {
-    pub(crate) fn open(inner: &Arc<Inner>, path: &Path) -> Result<FileReader, Error> {
+    fn open(inner: &Arc<Inner>, path: &Path) -> Result<FileReader, Error> {
         // Fast path: a cached whole file needs neither a copy of the path nor a lock.
         let (path, len, source) = match path.to_str().and_then(|raw| inner.cached(raw)) {
             Some(b) => (String::new(), b.len() as u64, Source::Whole(b)),
             None => {
-                let (key, opened) = inner.open_path(path)?;
-                match opened {
+                let key = checked(path)?.into_owned();
+                match inner.open(&key)? {
                     Opened::Whole(b) => (key, b.len() as u64, Source::Whole(b)),
-                    Opened::Chunked { generation, len } => {
-                        // Room for `path\0<index>` so that building chunk keys never reallocates.
-                        let buf = String::with_capacity(key.len() + 21);
-                        (key, len, Source::Chunked { generation, current: None, key: buf })
+                    Opened::Chunked(chunks) => {
+                        // Room for the chunk key suffix so that building chunk keys never reallocates.
+                        let buf = String::with_capacity(key.len() + path::CHUNK_SUFFIX);
+                        (key, chunks.len, Source::Chunked { chunks, current: None, key: buf })
                     }
                 }
             }
@@ -81,13 +85,13 @@ impl FileReader {
     fn window(&mut self) -> Result<(Bytes, usize), Error> {
         match &mut self.source {
             Source::Whole(b) => Ok((b.clone(), self.pos as usize)),
-            Source::Chunked { generation, current, key } => {
-                let cs = self.inner.chunk_size;
+            Source::Chunked { chunks, current, key } => {
+                let cs = self.inner.content.chunk_size();
                 let idx = self.pos / cs;
                 let chunk = match current {
                     Some((i, b)) if *i == idx => b.clone(),
                     _ => {
-                        let b = self.inner.chunk(&self.path, *generation, self.len, idx, key)?;
+                        let b = self.inner.chunk(&self.path, *chunks, idx, key)?;
                         *current = Some((idx, b.clone()));
                         b
                     }
@@ -128,17 +132,21 @@ impl Seek for FileReader {
     }
 }
 
-/// A file being written, from [`CacheFs::create`].
+/// A file being written, from [`CacheFs::create`]: a transaction on the file's content.
 ///
-/// Small files are buffered in memory: `flush` (the `io::Write` one) stores the content so far, and
-/// [`close`](Self::close) stores it and, in write-back mode with flush-on-close, writes it to the backend.
-/// A file that grows past the large-file threshold is streamed to the backend instead
-/// ([`Backend::create`](super::Backend::create): for `OsBackend` a temporary file beside the target), so
-/// memory stays bounded however large it gets; it replaces the old content, atomically, only at `close`,
-/// in every write mode, and its cached copies are dropped then.
+/// - [`close`](Self::close) stores the content, replacing the old content as
+///   [`CacheFs::write`] does (and, in write-back mode with flush-on-close, writes it to the backend).
+/// - Nothing is visible before `close`: reads return the old content.
+/// - A writer whose write, seek or flush failed is *failed*: later writes fail too, and `close` returns
+///   [`Error::WriterFailed`] and stores nothing, so a failure part-way can never leave a truncated file.
+/// - [`abort`](Self::abort), or dropping the writer without `close` (as `?` does on an error), discards
+///   everything written and leaves the old content. Dropping is counted in
+///   [`FsStats::abandoned_writers`](super::FsStats::abandoned_writers).
 ///
-/// Dropping a writer stores an unsaved small file or commits a streamed one, but can only count a
-/// failure: call `close` to see errors.
+/// Small files are buffered in memory. A file that grows past the large-file threshold is streamed to
+/// the backend instead ([`Backend::create`](super::Backend::create): for `OsBackend` a temporary file
+/// beside the target), so memory stays bounded however large it gets; it replaces the old content,
+/// atomically, at `close`, in every write mode.
 pub struct FileWriter<'a> {
     fs: &'a CacheFs,
     path: String,
@@ -147,7 +155,8 @@ pub struct FileWriter<'a> {
     stream: Option<Box<dyn BackendFile + 'a>>,
     pos: u64,
     len: u64,
-    unsaved: bool,
+    /// Why the writer failed, once one of its operations did.
+    failed: Option<String>,
 }
 
 impl std::fmt::Debug for FileWriter<'_> {
@@ -156,30 +165,38 @@ impl std::fmt::Debug for FileWriter<'_> {
             .field("path", &self.path)
             .field("len", &self.len)
             .field("streaming", &self.stream.is_some())
+            .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
 }
 
 impl FileWriter<'_> {
-    /// Stores the content and, with flush-on-close in write-back mode, writes it to the backend. A
-    /// streamed file is committed to the backend. [`Error::Flush`] means the content was stored (it
-    /// is dirty and will be retried) but could not be written to the backend yet; any other error
-    /// means nothing was stored.
+    /// Stores the content (see [`FileWriter`]). [`Error::Flush`] means the content was stored (it is
+    /// dirty and will be retried) but could not be written to the backend yet; any other error means
+    /// nothing was stored and the old content stays.
     pub fn close(mut self) -> Result<(), Error> {
-        let result = self.finish();
-        // One attempt: a close that reported failure must not store the file after all when dropped.
-        self.unsaved = false;
-        result
+        if let Some(reason) = self.failed.take() {
+            return Err(Error::WriterFailed { path: std::mem::take(&mut self.path), reason });
+        }
+        // From here on the writer is spent, whatever happens: drop has nothing left to discard.
+        self.failed = Some(String::new());
+        match self.stream.take() {
+            Some(stream) => self.commit(stream),
+            None => self.store(),
+        }
     }
 
-    fn finish(&mut self) -> Result<(), Error> {
-        if self.stream.is_some() {
-            return self.commit();
-        }
-        self.save()?;
-        if self.fs.inner.flush_on_close && matches!(self.fs.inner.mode, WriteMode::WriteBack { .. }) {
+    /// Discards everything written; the old content stays. (Dropping the writer does the same.)
+    pub fn abort(mut self) {
+        self.failed = Some(String::new());
+    }
+
+    fn store(&mut self) -> Result<(), Error> {
+        let inner = &self.fs.inner;
+        inner.write(&self.path, Bytes::from(std::mem::take(&mut self.buf)))?;
+        if inner.write_back.flushes_on_close() {
             // Stored (dirty) already: a failure here is a flush failure, and says so.
-            if let Err(error) = self.fs.inner.flush_one(&self.path) {
+            if let Err(error) = inner.with_env(|env| inner.write_back.flush_path(env, &self.path)) {
                 let failure = FlushFailure { path: self.path.clone(), error: Box::new(error) };
                 return Err(Error::Flush { failures: vec![failure] });
             }
@@ -187,26 +204,18 @@ impl FileWriter<'_> {
         Ok(())
     }
 
-    fn save(&mut self) -> Result<(), Error> {
-        if self.unsaved {
-            self.fs.inner.write(&self.path, Bytes::copy_from_slice(&self.buf))?;
-            self.unsaved = false;
-        }
-        Ok(())
-    }
-
-    /// Commits a streamed file with its path's stripe locked (as every backend write of a path is):
-    /// older dirty data is superseded, cached copies go, metadata is the new file's.
-    fn commit(&mut self) -> Result<(), Error> {
-        let Some(stream) = self.stream.take() else { return Ok(()) };
-        // One attempt: the stream is consumed either way, and a failed commit must not fall back to
-        // storing the (emptied) buffer when the writer is dropped.
-        self.unsaved = false;
+    /// Commits a streamed file with its path locked (as every backend change of a path is). Dirty data
+    /// of the path is written first, so that nothing older can land after the new file; then, whether
+    /// the commit succeeded or not (it may have taken effect before failing), cached copies are dropped.
+    fn commit(&mut self, stream: Box<dyn BackendFile + '_>) -> Result<(), Error> {
         let inner = &self.fs.inner;
-        let mut stripe = inner.stripes.lock(&self.path);
-        stream.commit()?;
-        inner.discard_dirty(&mut stripe, &self.path);
-        inner.forget_locked(&mut stripe, &self.path, true);
+        let _claim = inner.write_back.claim(&self.path)?;
+        let mut guard = inner.locks.lock(&self.path);
+        let mut slot = guard.slot();
+        inner.with_env(|env| inner.write_back.flush_slot(env, &mut slot).transpose())?;
+        let committed = stream.commit();
+        inner.replaced(&mut slot);
+        committed?;
         inner.meta.put(&self.path, Metadata { len: self.len, modified: SystemTime::now() });
         inner.counters.add(Count::Write, 1);
         inner.counters.add(Count::BytesWritten, self.len);
@@ -214,67 +223,74 @@ impl FileWriter<'_> {
     }
 
     /// Moves the buffered content into a backend stream once the file outgrows the threshold.
-    fn spill(&mut self) -> Result<(), Error> {
+    fn spill(&mut self) -> io::Result<()> {
         let mut stream = self.fs.inner.backend.create(&self.path)?;
-        let io = |e: io::Error| Error::io(self.path.clone(), e);
-        stream.write_all(&self.buf).map_err(io)?;
-        stream.seek(SeekFrom::Start(self.pos)).map_err(io)?;
+        stream.write_all(&self.buf)?;
+        stream.seek(SeekFrom::Start(self.pos))?;
         self.buf = Vec::new();
         self.stream = Some(stream);
         Ok(())
+    }
+
+    /// Runs `op` unless the writer has failed; a failure fails the writer.
+    fn guarded<T>(&mut self, op: impl FnOnce(&mut Self) -> io::Result<T>) -> io::Result<T> {
+        if let Some(reason) = &self.failed {
+            let e = Error::WriterFailed { path: self.path.clone(), reason: reason.clone() };
+            return Err(io::Error::other(e));
+        }
+        op(self).inspect_err(|e| self.failed = Some(e.to_string()))
     }
 }
 
 impl Write for FileWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let end = self.pos.checked_add(data.len() as u64).ok_or_else(|| io::Error::other("file too large"))?;
-        if self.stream.is_none() && end > self.fs.inner.threshold {
-            self.spill()?;
-        }
-        let n = match &mut self.stream {
-            Some(stream) => stream.write(data)?,
-            None => {
-                let (start, end) = (self.pos as usize, end as usize);
-                if end > self.buf.len() {
-                    self.buf.resize(end, 0);
-                }
-                self.buf[start..end].copy_from_slice(data);
-                data.len()
+        self.guarded(|w| {
+            let end = w.pos.checked_add(data.len() as u64).ok_or_else(|| io::Error::other("file too large"))?;
+            if w.stream.is_none() && w.fs.inner.content.is_large(end) {
+                w.spill()?;
             }
-        };
-        self.pos += n as u64;
-        self.len = self.len.max(self.pos);
-        self.unsaved = true;
-        Ok(n)
+            let n = match &mut w.stream {
+                Some(stream) => stream.write(data)?,
+                None => {
+                    let (start, end) = (w.pos as usize, end as usize);
+                    if end > w.buf.len() {
+                        w.buf.resize(end, 0);
+                    }
+                    w.buf[start..end].copy_from_slice(data);
+                    data.len()
+                }
+            };
+            w.pos += n as u64;
+            w.len = w.len.max(w.pos);
+            Ok(n)
+        })
     }
 
-    /// Stores a small file's content so far; a streamed file is only flushed to the backend's buffers
-    /// (it is stored at `close`).
+    /// Flushes a streamed file to the backend's buffers. Stores nothing: only `close` does.
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.stream {
-            Some(stream) => stream.flush(),
-            None => self.save().map_err(io::Error::from),
-        }
+        self.guarded(|w| w.stream.as_mut().map_or(Ok(()), |s| s.flush()))
     }
 }
 
 impl Seek for FileWriter<'_> {
     /// Seeking past the end and writing leaves a gap of zeros, as on a file system.
     fn seek(&mut self, from: SeekFrom) -> io::Result<u64> {
-        let pos = seek_to(self.pos, self.len, from)?;
-        if let Some(stream) = &mut self.stream {
-            stream.seek(SeekFrom::Start(pos))?;
-        }
-        self.pos = pos;
-        Ok(pos)
+        self.guarded(|w| {
+            let pos = seek_to(w.pos, w.len, from)?;
+            if let Some(stream) = &mut w.stream {
+                stream.seek(SeekFrom::Start(pos))?;
+            }
+            w.pos = pos;
+            Ok(pos)
+        })
     }
 }
 
 impl Drop for FileWriter<'_> {
+    /// Discards: the stream (if any) is dropped uncommitted, which leaves the old content.
     fn drop(&mut self) {
-        if self.unsaved {
-            // Counted in stats if it fails; `close` reports it.
-            let _ = self.finish();
+        if self.failed.is_none() {
+            self.fs.inner.counters.add(Count::AbandonedWriter, 1);
         }
     }
 }

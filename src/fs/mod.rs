@@ -18,41 +18,55 @@
 //! # Concurrent calls on the same path
 //! Any number of threads may call any method at once. Readers that miss on the same path at the same time
 //! cause one backend read; the rest wait for it and share the result. Operations on one path that touch
-//! the backend (fill, write, flush, remove) are serialised per path (see `resident.rs`), so a read never
+//! the backend (fill, write, flush, commit, remove, rename) are serialised per path, so a read never
 //! caches data older than a write that finished before it, and write-back never writes versions out of
 //! order. Read hits take no lock of this layer.
 //!
 //! # Guarantees
-//! - Write-back: a dirty file is never evicted before it is written; `flush()` returning `Ok` means every
-//!   write acknowledged before the call is on the backend; a failed flush keeps the data dirty.
+//! - Write-back: a write is acknowledged only if a flush can complete it (the backend's checks, and no
+//!   other pending write that makes its path a directory or its parent a file), so only I/O faults can
+//!   keep it from the backend. A dirty file is never evicted before it is written; `flush()` returning
+//!   `Ok` means every write acknowledged before the call is on the backend; a failed flush keeps the data
+//!   dirty.
+//! - A reader never mixes two versions of a file: a small file is read whole, a large one in chunks of
+//!   one version, failing with [`Error::Modified`] if the file changes under it.
+//! - A [`FileWriter`] stores nothing until [`FileWriter::close`]; one whose write failed stores nothing
+//!   at all.
+//! - After a backend call that fails, cached copies of the paths it concerns are dropped: a call can fail
+//!   after taking effect, and the next read asks the backend.
 //! - Paths are checked before anything touches the backend ([`Error::InvalidPath`]).
 //! - This layer assumes it is the backend's only writer; changes made by others are seen once the cached
 //!   copy is evicted or invalidated, and in metadata after `metadata_ttl`.
+//!
+//! # Structure
+//! [`CacheFs`] holds a few parts, each a type that owns its state: `PathLocks` (per-path locks and the
+//! content that must stay in memory: dirty and pinned files, chunk generations), `Content` (the content
+//! cache and read buffers), `MetadataCache`, `WriteBack` (budget, pending-write claims, flushing), the
+//! backend and the counters. The files named for operations (`read.rs`, `write.rs`, `file.rs`,
+//! `warm.rs`) sequence those parts; none reaches into another's state.
 
 mod backend;
 mod batch;
 mod buffer_pool;
 mod builder;
+mod claims;
 mod coarse_clock;
+mod content;
 mod dataset;
 mod error;
 mod file;
+mod locks;
 mod metadata_cache;
 mod path;
 mod read;
-mod resident;
 mod stats;
 mod warm;
 mod write;
 mod write_back;
 
-use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
-
-use bytes::Bytes;
 
 pub use backend::{Backend, BackendFile, MemBackend, Metadata, OsBackend, TEMP_MARKER};
 pub use builder::{CacheFsBuilder, WriteMode};
@@ -61,14 +75,14 @@ pub use file::{FileReader, FileWriter};
 pub use stats::FsStats;
 pub use warm::{ProgressFn, WarmHandle, WarmOptions, WarmPriority, WarmProgress, WarmReport};
 
-use self::buffer_pool::BufferPool;
 use self::coarse_clock::CoarseClock;
+use self::content::{Content, ContentConfig};
+use self::locks::{PathLocks, Slot};
 use self::metadata_cache::MetadataCache;
-use self::resident::{Stripe, Stripes};
+use self::path::checked;
 use self::stats::{Count, Counters, Gauges};
-use self::write_back::DirtyBudget;
-use crate::Cache;
-use crate::metrics::LatencyRecorder;
+use self::write_back::{Env, WriteBack};
+use crate::latency::LatencyRecorder;
 use crate::sync::JoinHandle;
 
 /// Operations whose latency is recorded, in this order.
@@ -77,27 +91,17 @@ const OP_READ: usize = 0;
 const OP_WRITE: usize = 1;
 const OP_FLUSH: usize = 2;
 
-/// Bytes charged per cached entry on top of its content (key, slot, `Bytes` header).
-const ENTRY_OVERHEAD: usize = 96;
-
-/// Everything the public handle, file handles, the flusher and async warms share.
-pub(crate) struct Inner {
-    pub(crate) backend: Box<dyn Backend>,
-    /// File content: whole files under their path, chunks of large files under `path\0index`.
-    pub(crate) data: Cache<Arc<str>, Bytes>,
-    pub(crate) meta: MetadataCache,
-    pub(crate) stripes: Stripes,
-    pub(crate) mode: WriteMode,
-    pub(crate) threshold: u64,
-    pub(crate) chunk_size: u64,
-    pub(crate) flush_on_close: bool,
-    pub(crate) flush_workers: usize,
-    pub(crate) dirty: DirtyBudget,
-    pub(crate) counters: Counters,
+/// Everything the public handle, file handles, the flusher and async warms share: the parts, each
+/// owning its state (see the module docs).
+struct Inner {
+    backend: Box<dyn Backend>,
+    content: Content,
+    meta: MetadataCache,
+    locks: PathLocks,
+    write_back: WriteBack,
+    mode: WriteMode,
+    counters: Counters,
     latency: Option<LatencyRecorder>,
-    pub(crate) pool: BufferPool,
-    /// Source of chunk generations (see `resident::Chunked`).
-    pub(crate) generations: AtomicU64,
     name: String,
 }
 
@@ -130,47 +134,36 @@ impl CacheFs {
 
     fn from_builder(b: CacheFsBuilder) -> Self {
         let threshold = b.threshold();
-        let mut data = Cache::builder()
-            .name(format!("{}_data", b.name))
-            .max_capacity(b.max_bytes)
-            .shards(builder::DATA_SHARDS as usize)
-            .hasher(hasher())
-            .policy(b.policy)
-            .weigher(|k: &Arc<str>, v: &Bytes| u32::try_from(v.len() + k.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX));
-        if let Some(ttl) = b.content_ttl {
-            data = data.time_to_live(ttl);
-        }
-        if let Some(clock) = &b.clock {
-            data = data.clock(clock.clone());
-        }
-        let data = data.build();
+        let content = Content::new(ContentConfig {
+            name: b.name.clone(),
+            max_bytes: b.max_bytes,
+            policy: b.policy,
+            ttl: b.content_ttl,
+            clock: b.clock.clone(),
+            threshold,
+            chunk_size: b.chunk_size,
+        });
         let clock = b.clock.map_or(CoarseClock::System, CoarseClock::Manual);
         let ttl_ms = u64::try_from(b.metadata_ttl.as_millis()).unwrap_or(u64::MAX);
-        let meta = MetadataCache::new(b.metadata_capacity, ttl_ms, clock, &b.name);
-        let inner = Arc::new(Inner {
-            backend: b.backend,
-            data,
-            meta,
-            stripes: Stripes::new(),
-            mode: b.write_mode,
-            threshold,
-            chunk_size: b.chunk_size.min(threshold.max(1)),
-            flush_on_close: b.flush_on_close,
-            flush_workers: b.flush_workers,
-            dirty: DirtyBudget::new(match b.write_mode {
-                WriteMode::WriteBack { max_dirty_bytes, .. } => max_dirty_bytes,
-                _ => u64::MAX,
-            }),
-            counters: Counters::new(),
-            latency: b.latency.map(|c| LatencyRecorder::new(OPS, c)),
-            pool: BufferPool::new((b.max_bytes / 16).max(1 << 20) as usize),
-            generations: AtomicU64::new(1),
-            name: b.name,
-        });
-        let flusher = match b.write_mode {
-            WriteMode::WriteBack { delay, .. } => Some(write_back::spawn_flusher(Arc::clone(&inner), delay)),
+        let write_back = match b.write_mode {
+            WriteMode::WriteBack { delay, max_dirty_bytes } => Some((delay, max_dirty_bytes)),
             _ => None,
         };
+        let inner = Arc::new(Inner {
+            backend: b.backend,
+            content,
+            meta: MetadataCache::new(b.metadata_capacity, ttl_ms, clock, &b.name),
+            locks: PathLocks::new(),
+            write_back: WriteBack::new(write_back, b.flush_workers, b.flush_on_close),
+            mode: b.write_mode,
+            counters: Counters::new(),
+            latency: b.latency.map(|c| LatencyRecorder::new(OPS, c)),
+            name: b.name,
+        });
+        let flusher = write_back.map(|_| {
+            let inner = Arc::clone(&inner);
+            crate::sync::spawn_named("cachefs-flusher", move || inner.with_env(|env| inner.write_back.run_flusher(env)))
+        });
         CacheFs { inner, flusher }
     }
 
@@ -183,15 +176,15 @@ impl CacheFs {
             return Ok(m);
         }
         let key = checked(path)?;
-        let stripe = self.inner.stripes.lock(&key);
-        self.inner.metadata_locked(&stripe, &key)
+        let mut guard = self.inner.locks.lock(&key);
+        self.inner.metadata(&guard.slot())
     }
 
     /// True if a regular file exists at `path`. Backend failures other than "not found" are errors.
     pub fn exists(&self, path: impl AsRef<Path>) -> Result<bool, Error> {
         match self.stat(path) {
             Ok(_) => Ok(true),
-            Err(Error::NotFound { .. } | Error::NotAFile { .. }) => Ok(false),
+            Err(Error::NotFound { .. } | Error::NotAFile { .. } | Error::NotADirectory { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -200,28 +193,27 @@ impl CacheFs {
     /// Dirty write-back data is kept (it is the newest version). Returns whether anything was cached.
     pub fn invalidate(&self, path: impl AsRef<Path>) -> Result<bool, Error> {
         let key = checked(path.as_ref())?;
-        let mut stripe = self.inner.stripes.lock(&key);
-        Ok(self.inner.forget_locked(&mut stripe, &key, false) > 0)
+        let mut guard = self.inner.locks.lock(&key);
+        Ok(self.inner.forget(&mut guard.slot(), false) > 0)
     }
 
     /// Drops cached copies of every file in directory `dir` (by component: `a` covers `a/x`, not `ab`;
     /// `""` covers everything). Returns how many cache entries went.
     pub fn invalidate_prefix(&self, dir: impl AsRef<Path>) -> Result<u64, Error> {
-        let dir = checked_dir(dir.as_ref())?;
-        Ok(self.inner.invalidate_where(|p| path::is_within(p, &dir)))
+        let dir = path::checked_dir(dir.as_ref())?;
+        Ok(self.inner.forget_where(|p| path::is_within(p, &dir)))
     }
 
     /// Drops cached copies of every file whose path matches the glob `pattern` (`*` and `?` stay within
     /// one component, `**` crosses them). Returns how many cache entries went.
     pub fn invalidate_matching(&self, pattern: &str) -> Result<u64, Error> {
-        let glob = warm::compile_glob(pattern)?;
-        Ok(self.inner.invalidate_where(|p| glob.matches_with(p, warm::GLOB_OPTIONS)))
+        let glob = path::Glob::new(pattern)?;
+        Ok(self.inner.forget_where(|p| glob.matches(p)))
     }
 
     /// Drops every cached copy (dirty data stays until flushed).
     pub fn clear(&self) {
-        let n = self.inner.data.len();
-        self.inner.data.invalidate_all();
+        let n = self.inner.content.clear();
         self.inner.meta.invalidate_where(|_| true);
         self.inner.counters.add(Count::Invalidated, n);
     }
@@ -252,7 +244,7 @@ impl CacheFs {
 
     fn stop_flusher(&mut self) {
         if let Some(handle) = self.flusher.take() {
-            self.inner.dirty.stop();
+            self.inner.write_back.stop();
             // A panicking flusher has already reported itself; the final flush below still runs.
             let _ = handle.join();
         }
@@ -281,13 +273,13 @@ impl StatsSource {
 
 impl Inner {
     fn stats(&self) -> FsStats {
-        let (dirty_entries, dirty_bytes) = self.dirty.usage();
+        let (dirty_entries, dirty_bytes) = self.write_back.usage();
         self.counters.report(
             &self.name,
             Gauges {
                 dirty_entries,
                 dirty_bytes,
-                data: self.data.stats(),
+                data: self.content.stats(),
                 metadata_entries: self.meta.entries(),
                 latency: self.latency.as_ref().map(LatencyRecorder::summaries).unwrap_or_default(),
             },
@@ -306,6 +298,17 @@ impl Inner {
         }
     }
 
+    /// Runs `f` with what flushing needs: the locks, the counters, and a timed backend write.
+    fn with_env<R>(&self, f: impl FnOnce(&Env<'_>) -> R) -> R {
+        let store = |path: &str, data: &[u8]| {
+            let started = self.start();
+            let result = self.backend.write(path, data);
+            self.record(OP_FLUSH, started);
+            result
+        };
+        f(&Env { locks: &self.locks, counters: &self.counters, store: &store })
+    }
+
     /// Fresh cached metadata for `key`, counting a hit.
     #[inline]
     fn cached_meta(&self, key: &[u8]) -> Option<Metadata> {
@@ -314,13 +317,11 @@ impl Inner {
         Some(m)
     }
 
-    /// Metadata of `key` (canonical) with its stripe locked: dirty data first, then the metadata cache,
-    /// then the backend.
-    pub(crate) fn metadata_locked(&self, stripe: &Stripe, key: &str) -> Result<Metadata, Error> {
-        if let Some(r) = stripe.resident.get(key)
-            && let Some(d) = &r.dirty
-        {
-            return Ok(Metadata { len: r.data.len() as u64, modified: d.modified });
+    /// Metadata of the slot's path (locked): dirty data first, then the metadata cache, then the backend.
+    fn metadata(&self, slot: &Slot<'_>) -> Result<Metadata, Error> {
+        let key = slot.path();
+        if let Some((data, d)) = slot.dirty() {
+            return Ok(Metadata { len: data.len() as u64, modified: d.modified });
         }
         if let Some(m) = self.cached_meta(key.as_bytes()) {
             return Ok(m);
@@ -331,42 +332,34 @@ impl Inner {
         Ok(meta)
     }
 
-    /// Drops the cached content, chunks and metadata of `key` (its stripe locked). With `changed` the
-    /// file's content is changing: its chunk record goes too, so open readers see [`Error::Modified`].
-    /// Returns how many cache entries went.
-    pub(crate) fn forget_locked(&self, stripe: &mut Stripe, key: &str, changed: bool) -> u64 {
-        let mut n = u64::from(self.data.invalidate(key));
-        let chunked = if changed { stripe.chunked.remove(key) } else { stripe.chunked.get(key).copied() };
-        if let Some(c) = chunked {
-            let mut buf = String::with_capacity(key.len() + 21);
-            for idx in 0..c.len.div_ceil(self.chunk_size) {
-                n += u64::from(self.data.invalidate(read::chunk_key(&mut buf, key, idx)));
-            }
-        }
-        n += u64::from(self.meta.invalidate(key));
+    /// Drops the cached content and metadata of the slot's path (locked). With `changed` the content is
+    /// changing: the chunk generation goes too, so open readers see [`Error::Modified`]. Returns how many
+    /// cache entries went.
+    fn forget(&self, slot: &mut Slot<'_>, changed: bool) -> u64 {
+        let n = self.content.forget(slot, changed) + u64::from(self.meta.invalidate(slot.path()));
         self.counters.add(Count::Invalidated, n);
         n
     }
 
+    /// The slot's path (locked) now has content this layer did not write, or unknown content: everything
+    /// held or cached for it goes, dirty data included (callers flush first what must survive).
+    fn replaced(&self, slot: &mut Slot<'_>) {
+        self.write_back.drop_held(slot);
+        self.forget(slot, true);
+    }
+
     /// Drops every cached entry whose file path `matches`.
-    fn invalidate_where(&self, mut matches: impl FnMut(&str) -> bool) -> u64 {
-        let n = self.data.invalidate_if(|k, _| matches(read::file_of(k)));
+    fn forget_where(&self, mut matches: impl FnMut(&str) -> bool) -> u64 {
+        let n = self.content.forget_where(&mut matches);
         self.meta.invalidate_where(&mut matches);
         self.counters.add(Count::Invalidated, n);
         n
     }
-
-    /// Caches `data` as the whole content of `key` if it is small enough.
-    pub(crate) fn cache_whole(&self, key: &Arc<str>, data: &Bytes) {
-        if data.len() as u64 <= self.threshold {
-            self.data.insert(Arc::clone(key), data.clone());
-        }
-    }
 }
 
-/// The hasher for the caches and stripes: random per instance (flood-resistant), except under loom,
+/// The hasher for the caches and locks: random per instance (flood-resistant), except under loom,
 /// whose models must run the same way on every iteration.
-pub(crate) fn hasher() -> ahash::RandomState {
+fn hasher() -> ahash::RandomState {
     #[cfg(loom)]
     {
         ahash::RandomState::with_seeds(1, 2, 3, 4)
@@ -375,14 +368,4 @@ pub(crate) fn hasher() -> ahash::RandomState {
     {
         ahash::RandomState::new()
     }
-}
-
-/// A path argument after checking: borrowed when the caller's string was already canonical.
-pub(crate) fn checked(path: &Path) -> Result<Cow<'_, str>, Error> {
-    path::canonical(path::as_str(path)?, false)
-}
-
-/// A directory argument after checking (the empty path, the root, is allowed).
-pub(crate) fn checked_dir(dir: &Path) -> Result<Cow<'_, str>, Error> {
-    path::canonical(path::as_str(dir)?, true)
 }

@@ -1,11 +1,21 @@
-//! Paths inside a [`CacheFs`](super::CacheFs): relative, `/`-separated, UTF-8, and never leaving the root.
+//! Paths inside a [`CacheFs`](super::CacheFs): relative, `/`-separated, UTF-8, and never leaving the root;
+//! the cache keys built from them; and glob patterns over them.
 //!
 //! A path is *canonical* when it has no empty, `.` or `..` components and no leading or trailing `/`.
 //! Only canonical paths are ever stored as cache keys, so a lookup can try the caller's string first and
 //! validate only on a miss: a hit proves the string was canonical.
+//!
+//! # Keys
+//! A whole file is cached under its canonical path. Chunk `i` of a large file read under chunk generation
+//! `g` is cached under `path\0g.i`: NUL never occurs in a path (a caller's string containing it is refused
+//! before any lookup), so chunk keys never collide with file keys, and a chunk of one version of a file is
+//! never found by a reader of another.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::path::Path;
+
+use glob::{MatchOptions, Pattern};
 
 use super::error::Error;
 
@@ -60,6 +70,70 @@ pub(crate) fn canonical(path: &str, allow_root: bool) -> Result<Cow<'_, str>, Er
         }
     }
     Ok(Cow::Owned(parts.join("/")))
+}
+
+/// A path argument after checking: borrowed when the caller's string was already canonical.
+pub(crate) fn checked(path: &Path) -> Result<Cow<'_, str>, Error> {
+    canonical(as_str(path)?, false)
+}
+
+/// A directory argument after checking (the empty path, the root, is allowed).
+pub(crate) fn checked_dir(dir: &Path) -> Result<Cow<'_, str>, Error> {
+    canonical(as_str(dir)?, true)
+}
+
+/// Room to reserve beyond a path for its chunk keys' suffix (`\0`, two u64s and a dot).
+pub(crate) const CHUNK_SUFFIX: usize = 42;
+
+/// The cache key of chunk `idx` of `path` under chunk generation `generation`, built in `buf`.
+pub(crate) fn chunk_key<'a>(buf: &'a mut String, path: &str, generation: u64, idx: u64) -> &'a str {
+    buf.clear();
+    buf.push_str(path);
+    buf.push('\0');
+    let _ = write!(buf, "{generation}.{idx}");
+    buf
+}
+
+/// The file a cache key belongs to.
+pub(crate) fn file_of(key: &str) -> &str {
+    key.split_once('\0').map_or(key, |(file, _)| file)
+}
+
+/// `*` and `?` do not cross `/`; `**` does.
+pub(crate) const GLOB_OPTIONS: MatchOptions =
+    MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
+
+/// A compiled glob pattern over canonical paths.
+#[derive(Debug)]
+pub(crate) struct Glob {
+    pattern: Pattern,
+    /// The directory below which every match lies (the pattern's literal leading components).
+    base: String,
+}
+
+impl Glob {
+    pub(crate) fn new(pattern: &str) -> Result<Self, Error> {
+        let compiled = Pattern::new(pattern)
+            .map_err(|e| Error::InvalidPattern { pattern: pattern.to_string(), reason: e.msg.to_string() })?;
+        let literal = pattern.find(['*', '?', '[']).map_or(pattern, |i| &pattern[..i]);
+        let base = literal.rfind('/').map_or("", |i| &literal[..i]);
+        let base = canonical(base, true)?.into_owned();
+        Ok(Glob { pattern: compiled, base })
+    }
+
+    pub(crate) fn matches(&self, path: &str) -> bool {
+        self.pattern.matches_with(path, GLOB_OPTIONS)
+    }
+
+    /// The directory to list to find every match.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+/// The directories above `path`, deepest last: `a/b/c` gives `a`, `a/b`.
+pub(crate) fn parents(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 
 /// A dataset name: one plain component.
@@ -129,5 +203,27 @@ mod tests {
         assert!(dataset("a/b").is_err() && dataset("..").is_err() && dataset("").is_err());
         assert!(is_within("a/b", "a") && is_within("a", "a") && is_within("x", ""));
         assert!(!is_within("ab/c", "a"));
+    }
+
+    #[test]
+    fn chunk_keys_name_their_file_and_generation() {
+        let mut buf = String::new();
+        assert_eq!(chunk_key(&mut buf, "a/b", 7, 3), "a/b\x007.3");
+        assert_eq!(file_of(chunk_key(&mut buf, "a/b", 7, 3)), "a/b");
+        assert_ne!(chunk_key(&mut String::new(), "f", 1, 2), chunk_key(&mut buf, "f", 2, 1));
+        assert_eq!(chunk_key(&mut buf, "", u64::MAX, u64::MAX).len(), CHUNK_SUFFIX, "the longest suffix fits");
+        assert_eq!(file_of("plain"), "plain");
+        assert_eq!(parents("a/b/c").collect::<Vec<_>>(), ["a", "a/b"]);
+        assert_eq!(parents("a").count(), 0);
+    }
+
+    #[test]
+    fn globs_know_where_to_list() {
+        let g = Glob::new("data/**/x?.bin").unwrap();
+        assert_eq!(g.base(), "data");
+        assert!(g.matches("data/a/b/x1.bin") && !g.matches("data/x12.bin"));
+        assert_eq!(Glob::new("*.txt").unwrap().base(), "");
+        assert!(!Glob::new("a/*").unwrap().matches("a/b/c"), "* stays within a component");
+        assert!(matches!(Glob::new("a/[").unwrap_err(), Error::InvalidPattern { .. }));
     }
 }

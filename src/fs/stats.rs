@@ -7,7 +7,8 @@
 use serde::Serialize;
 
 use crate::CacheStats;
-use crate::metrics::{LatencySummary, prometheus};
+use crate::latency::LatencySummary;
+use crate::metrics::prometheus;
 use crate::stripe::{StripedCounters, default_stripes};
 
 /// Which counter to bump.
@@ -29,9 +30,10 @@ pub(crate) enum Count {
     Removed,
     Warmed,
     WarmSkipped,
+    AbandonedWriter,
 }
 
-const COUNTS: usize = 16;
+const COUNTS: usize = 17;
 
 /// The counters of one `CacheFs`, striped by thread (see `crate::stripe`).
 #[derive(Debug)]
@@ -95,6 +97,8 @@ pub struct FsStats {
     pub warmed: u64,
     /// Files a low-priority warm skipped for lack of free space.
     pub warm_skipped: u64,
+    /// Writers dropped without `close` or `abort`: what they held was discarded.
+    pub abandoned_writers: u64,
     /// The file-content cache underneath (whole files and chunks; weights are bytes).
     pub data: CacheStats,
     /// Files whose metadata is cached (some may have expired).
@@ -135,6 +139,7 @@ impl Counters {
             removed: t(Count::Removed),
             warmed: t(Count::Warmed),
             warm_skipped: t(Count::WarmSkipped),
+            abandoned_writers: t(Count::AbandonedWriter),
             data: g.data,
             metadata_entries: g.metadata_entries,
             latency: g.latency,
@@ -175,6 +180,11 @@ impl FsStats {
             ("cachefs_fs_removed_total", "Files removed.", self.removed),
             ("cachefs_fs_warmed_total", "Files loaded by warming or prefetch.", self.warmed),
             ("cachefs_fs_warm_skipped_total", "Files a low-priority warm skipped.", self.warm_skipped),
+            (
+                "cachefs_fs_abandoned_writers_total",
+                "Writers dropped without close (nothing stored).",
+                self.abandoned_writers,
+            ),
         ] {
             prometheus::single(&mut out, "counter", &cache, (name, help, value));
         }

@@ -1,8 +1,9 @@
 //! Warming: loading files into the cache ahead of use, in parallel, with priorities and progress.
 //!
-//! Workers take paths from a shared index. A high-priority warm pins each file it loads in the resident
-//! map (see `resident.rs`) until the whole warm completes, so files warmed early are not pushed out by
-//! files warmed later (or by other traffic) before the warm is done; the pins go when it returns. A
+//! Workers take paths from a shared index. A high-priority warm pins each file it loads in its path's
+//! slot (see `locks.rs`) until the whole warm completes, so files warmed early are not pushed out by
+//! files warmed later (or by other traffic) before the warm is done; the pins go when it returns (or
+//! when the file is changed meanwhile: a pin holds the content it was taken on). A
 //! low-priority warm loads a file only if the cache has room for it without evicting anything. Large
 //! files are warmed chunk by chunk at normal priority whatever the warm's priority.
 
@@ -14,20 +15,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::sync::Mutex;
-use glob::{MatchOptions, Pattern};
 
+use super::path::{Glob, checked, checked_dir};
 use super::read::Opened;
-use super::resident::Resident;
 use super::stats::Count;
-use super::{CacheFs, ENTRY_OVERHEAD, Error, Inner, checked, checked_dir, path};
-
-/// `*` and `?` do not cross `/`; `**` does.
-pub(crate) const GLOB_OPTIONS: MatchOptions =
-    MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
-
-pub(crate) fn compile_glob(pattern: &str) -> Result<Pattern, Error> {
-    Pattern::new(pattern).map_err(|e| Error::InvalidPattern { pattern: pattern.to_string(), reason: e.msg.to_string() })
-}
+use super::{CacheFs, Error, Inner};
 
 /// How a warm competes with what is already cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -221,11 +213,8 @@ impl CacheFs {
 
 impl Inner {
     fn glob(&self, pattern: &str) -> Result<Vec<String>, Error> {
-        let glob = compile_glob(pattern)?;
-        let literal = pattern.find(['*', '?', '[']).map_or(pattern, |i| &pattern[..i]);
-        let base = literal.rfind('/').map_or("", |i| &literal[..i]);
-        let base = path::canonical(base, true)?;
-        Ok(self.backend.list(&base)?.into_iter().filter(|p| glob.matches_with(p, GLOB_OPTIONS)).collect())
+        let glob = Glob::new(pattern)?;
+        Ok(self.backend.list(glob.base())?.into_iter().filter(|p| glob.matches(p)).collect())
     }
 
     pub(crate) fn warm(
@@ -289,41 +278,32 @@ impl Inner {
     /// Loads one file; `Ok(None)` if a low-priority warm skipped it.
     fn warm_one(&self, raw: &str, priority: WarmPriority, pinned: &Mutex<Vec<String>>) -> Result<Option<u64>, Error> {
         let key = checked(Path::new(raw))?;
-        // `contains_key`, not a read: checking for room must not count as a hit.
-        if priority == WarmPriority::Low && !self.data.contains_key(&*key) {
-            let len = {
-                let stripe = self.stripes.lock(&key);
-                self.metadata_locked(&stripe, &key)?.len
-            };
-            if len + (key.len() + ENTRY_OVERHEAD) as u64 > self.data.free_weight_for(&*key) {
+        // `contains`, not a read: checking for room must not count as a hit.
+        if priority == WarmPriority::Low && !self.content.contains(&key) {
+            let len = self.metadata(&self.locks.lock(&key).slot())?.len;
+            if !self.content.has_room(&key, len) {
                 return Ok(None);
             }
         }
-        match self.open_locked(&key)? {
+        let opened = if priority == WarmPriority::High { self.open_pinned(&key)? } else { self.open(&key)? };
+        match opened {
             Opened::Whole(data) => {
                 if priority == WarmPriority::High {
-                    let mut stripe = self.stripes.lock(&key);
-                    let entry = stripe.resident.entry(Arc::from(&*key));
-                    entry.or_insert_with(|| Resident { data: data.clone(), dirty: None, pins: 0 }).pins += 1;
                     pinned.lock().push(key.into_owned());
                 }
                 Ok(Some(data.len() as u64))
             }
-            Opened::Chunked { generation, len } => {
+            Opened::Chunked(chunks) => {
                 let mut buf = String::new();
-                for idx in 0..len.div_ceil(self.chunk_size) {
-                    self.chunk(&key, generation, len, idx, &mut buf)?;
+                for idx in 0..chunks.len.div_ceil(self.content.chunk_size()) {
+                    self.chunk(&key, chunks, idx, &mut buf)?;
                 }
-                Ok(Some(len))
+                Ok(Some(chunks.len))
             }
         }
     }
 
     fn unpin(&self, key: &str) {
-        let mut stripe = self.stripes.lock(key);
-        if let Some(r) = stripe.resident.get_mut(key) {
-            r.pins = r.pins.saturating_sub(1);
-        }
-        stripe.tidy(key);
+        self.locks.lock(key).slot().unpin();
     }
 }

@@ -1,35 +1,47 @@
-//! Write-back: the dirty-byte budget (back-pressure), the background flusher, and `flush`.
+//! Write-back: acknowledging writes (the dirty-byte budget and the pending namespace), discarding dirty
+//! data, flushing it, and the background flusher.
 //!
 //! # Design
-//! Dirty data lives in the stripes' resident maps (see `resident.rs`); this module bounds it and writes
-//! it out. One mutex guards the budget's bookkeeping (bytes, entries, flusher requests); it is never held
-//! while a stripe is locked, and never across I/O. Two condition variables hang off it: `freed` wakes
-//! writers waiting for room, `work` wakes the flusher early (room needed, or shutdown).
+//! Dirty data lives in the per-path slots (see `locks.rs`); this module decides when a write may become
+//! dirty and writes it out. One mutex guards the ledger: dirty bytes and files, the [`Claims`] on paths,
+//! and the flusher's requests. It may be taken while a stripe is locked, never the other way round, and
+//! never across I/O; [`WriteBack::reserve`], which may wait, is called with no stripe locked. Two
+//! condition variables hang off it: `freed` wakes writers waiting for room, `work` wakes the flusher early
+//! (room needed, or shutdown).
 //!
-//! A flush writes a file to the backend with its stripe locked, so a newer write to the same file waits
-//! for it and cannot be overtaken, and two flushes of one file never race. A failed write leaves the
-//! file dirty with an exponential back-off (100 ms doubling to 30 s) and counts it in `flush_errors`;
-//! `flush()` retries every dirty file regardless of back-off and reports those that fail again.
+//! A write is acknowledged only if a flush could complete it: the backend's check passed (the caller runs
+//! it), and no pending write makes the path a directory or its parent a file ([`Claims`]). Each pending
+//! write holds a claim and its bytes from reservation until its data is written, replaced by a newer
+//! write, or discarded.
+//!
+//! A flush writes a file with its path locked, so a newer write to the same file waits for it and cannot
+//! be overtaken, and two flushes of one file never race. A failed write leaves the file dirty with an
+//! exponential back-off (100 ms doubling to 30 s) and counts it in `flush_errors`; `flush()` retries every
+//! dirty file regardless of back-off and reports those that fail again.
 //!
 //! A writer waits while dirty bytes would exceed the budget (unless nothing is dirty, so that one file
 //! larger than the budget can still be written). If the flusher completes a pass without writing
 //! anything because the backend keeps failing, waiting writers get [`Error::WriteBackStalled`] instead
 //! of waiting forever; their data was not accepted, so nothing acknowledged is lost.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::sync::{Condvar, JoinHandle, Mutex};
+use bytes::Bytes;
 
-use super::resident::Stripe;
+use super::claims::Claims;
+use super::error::{Error, FlushFailure};
+use super::locks::{Dirty, PathLocks, Slot};
 use super::stats::{Count, Counters};
-use super::{CacheFs, Error, FlushFailure, Inner, OP_FLUSH, checked};
+use crate::sync::{Condvar, Mutex};
 
+/// What the ledger mutex guards.
 #[derive(Debug, Default)]
-struct Budget {
+struct Ledger {
     bytes: u64,
     entries: u64,
+    claims: Claims,
     /// Flusher passes completed (writers use it to wait for at least one before giving up).
     passes: u64,
     /// Set when the last pass that had to make room wrote nothing because every write failed.
@@ -41,116 +53,33 @@ struct Budget {
     stop: bool,
 }
 
+/// The write-back machinery of one `CacheFs`. In the other write modes it holds nothing dirty, and its
+/// claims are not kept.
 #[derive(Debug)]
-pub(crate) struct DirtyBudget {
-    max: u64,
-    state: Mutex<Budget>,
+pub(crate) struct WriteBack {
+    enabled: bool,
+    delay: Duration,
+    max_bytes: u64,
+    flush_workers: usize,
+    flush_on_close: bool,
+    ledger: Mutex<Ledger>,
     /// Writers waiting for room.
     freed: Condvar,
     /// The flusher, waiting for its next tick.
     work: Condvar,
 }
 
-impl DirtyBudget {
-    pub(crate) fn new(max: u64) -> Self {
-        DirtyBudget { max, state: Mutex::new(Budget::default()), freed: Condvar::new(), work: Condvar::new() }
-    }
+/// Writes a whole file to the backend.
+pub(crate) type Store<'a> = dyn Fn(&str, &[u8]) -> Result<(), Error> + Sync + 'a;
 
-    /// Dirty entries and bytes now.
-    pub(crate) fn usage(&self) -> (u64, u64) {
-        let s = self.state.lock();
-        (s.entries, s.bytes)
-    }
-
-    /// Reserves `len` dirty bytes for a write to `path`, waiting for the flusher while over budget.
-    pub(crate) fn reserve(&self, path: &str, len: u64, counters: &Counters) -> Result<(), Error> {
-        let mut s = self.state.lock();
-        if self.over(&s, len) {
-            counters.add(Count::BackpressureWait, 1);
-            let since = s.passes;
-            s.waiting += 1;
-            while self.over(&s, len) {
-                if let Some(last_error) = s.stalled.clone().filter(|_| s.passes > since) {
-                    s.waiting -= 1;
-                    return Err(Error::WriteBackStalled { path: path.to_string(), dirty_bytes: s.bytes, last_error });
-                }
-                s.urgent = true;
-                self.work.notify_one();
-                // Woken by a release, a pass that found the backend failing, or shutdown; the timeout
-                // only bounds the cost of a lost wake-up.
-                s = self.freed.wait_for(s, Duration::from_millis(100));
-            }
-            s.waiting -= 1;
-        }
-        s.bytes += len;
-        Ok(())
-    }
-
-    /// Whether `len` more bytes would exceed the budget (never when nothing is dirty, or at shutdown).
-    fn over(&self, s: &Budget, len: u64) -> bool {
-        s.bytes > 0 && s.bytes.saturating_add(len) > self.max && !s.stop
-    }
-
-    /// A new dirty file (its bytes were reserved). If writers are waiting for room, the flusher is asked
-    /// to write it: its bytes may be what they wait for.
-    pub(crate) fn add_entry(&self) {
-        let mut s = self.state.lock();
-        s.entries += 1;
-        if s.waiting > 0 {
-            s.urgent = true;
-            drop(s);
-            self.work.notify_one();
-        }
-    }
-
-    /// `len` bytes and `entries` files are no longer dirty.
-    pub(crate) fn release(&self, len: u64, entries: u64) {
-        let mut s = self.state.lock();
-        s.bytes = s.bytes.saturating_sub(len);
-        s.entries = s.entries.saturating_sub(entries);
-        drop(s);
-        self.freed.notify_all();
-    }
-
-    pub(crate) fn stop(&self) {
-        self.state.lock().stop = true;
-        self.work.notify_all();
-        self.freed.notify_all();
-    }
+/// The rest of the file system, as flushing uses it.
+pub(crate) struct Env<'a> {
+    pub(crate) locks: &'a PathLocks,
+    pub(crate) counters: &'a Counters,
+    pub(crate) store: &'a Store<'a>,
 }
 
-/// Starts the flusher: every `tick` (a quarter of `delay`, 1–250 ms) it writes files whose delay has
-/// passed, or everything when a writer is waiting for room.
-pub(crate) fn spawn_flusher(inner: Arc<Inner>, delay: Duration) -> JoinHandle<()> {
-    let tick = (delay / 4).clamp(Duration::from_millis(1), Duration::from_millis(250));
-    crate::sync::spawn_named("cachefs-flusher", move || {
-        loop {
-            let urgent = {
-                let mut s = inner.dirty.state.lock();
-                if !s.urgent && !s.stop {
-                    s = inner.dirty.work.wait_for(s, tick);
-                }
-                if s.stop {
-                    return;
-                }
-                std::mem::take(&mut s.urgent)
-            };
-            let pass = inner.flush_pass(urgent);
-            let mut s = inner.dirty.state.lock();
-            s.passes += 1;
-            if pass.written > 0 {
-                // Each written file already woke the waiting writers through `release`.
-                s.stalled = None;
-            } else if let Some(e) = pass.last_error.filter(|_| urgent) {
-                s.stalled = Some(e);
-                drop(s);
-                // Waiting writers must hear that the backend is failing.
-                inner.dirty.freed.notify_all();
-            }
-        }
-    })
-}
-
+/// What one flusher pass did.
 #[derive(Debug, Default)]
 struct Pass {
     written: u64,
@@ -162,52 +91,206 @@ fn backoff(attempts: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempts.min(9))).min(Duration::from_secs(30))
 }
 
-impl Inner {
+/// A claim on a path for the duration of an operation that creates it on the backend directly (see
+/// `claims.rs`); released on drop.
+#[derive(Debug)]
+pub(crate) struct Claim<'a> {
+    write_back: &'a WriteBack,
+    path: &'a str,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.write_back.enabled {
+            self.write_back.ledger.lock().claims.remove(self.path);
+        }
+    }
+}
+
+impl WriteBack {
+    /// Write-back with a flush `delay` and at most `max_bytes` dirty; `None` for the other modes.
+    pub(crate) fn new(settings: Option<(Duration, u64)>, flush_workers: usize, flush_on_close: bool) -> Self {
+        let (delay, max_bytes) = settings.unwrap_or((Duration::ZERO, u64::MAX));
+        WriteBack {
+            enabled: settings.is_some(),
+            delay,
+            max_bytes,
+            flush_workers: flush_workers.max(1),
+            flush_on_close,
+            ledger: Mutex::new(Ledger::default()),
+            freed: Condvar::new(),
+            work: Condvar::new(),
+        }
+    }
+
+    /// Whether closing a writer flushes its file.
+    pub(crate) fn flushes_on_close(&self) -> bool {
+        self.enabled && self.flush_on_close
+    }
+
+    /// Dirty files and bytes now.
+    pub(crate) fn usage(&self) -> (u64, u64) {
+        let l = self.ledger.lock();
+        (l.entries, l.bytes)
+    }
+
+    /// Why a write of `path` could not be acknowledged because of other pending writes, if so.
+    pub(crate) fn conflict(&self, path: &str) -> Result<(), Error> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.ledger.lock().claims.conflict(path).map_or(Ok(()), Err)
+    }
+
+    /// Claims `path` while an operation creates it on the backend directly (a rename's target, a
+    /// streamed file's commit), so that no write-back write can be acknowledged that would conflict.
+    pub(crate) fn claim<'a>(&'a self, path: &'a str) -> Result<Claim<'a>, Error> {
+        if self.enabled {
+            let mut l = self.ledger.lock();
+            if let Some(e) = l.claims.conflict(path) {
+                return Err(e);
+            }
+            l.claims.add(path);
+        }
+        Ok(Claim { write_back: self, path })
+    }
+
+    /// Reserves `len` dirty bytes and a claim for a write of `path`, waiting for the flusher while over
+    /// budget. Called with no stripe locked.
+    pub(crate) fn reserve(&self, path: &str, len: u64, counters: &Counters) -> Result<(), Error> {
+        let mut l = self.ledger.lock();
+        if self.over(&l, len) {
+            counters.add(Count::BackpressureWait, 1);
+            let since = l.passes;
+            l.waiting += 1;
+            while self.over(&l, len) {
+                if let Some(last_error) = l.stalled.clone().filter(|_| l.passes > since) {
+                    l.waiting -= 1;
+                    return Err(Error::WriteBackStalled { path: path.to_string(), dirty_bytes: l.bytes, last_error });
+                }
+                l.urgent = true;
+                self.work.notify_one();
+                // Woken by a release, a pass that found the backend failing, or shutdown; the timeout
+                // only bounds the cost of a lost wake-up.
+                l = self.freed.wait_for(l, Duration::from_millis(100));
+            }
+            l.waiting -= 1;
+        }
+        if let Some(e) = l.claims.conflict(path) {
+            return Err(e);
+        }
+        l.claims.add(path);
+        l.bytes += len;
+        Ok(())
+    }
+
+    /// Whether `len` more bytes would exceed the budget (never when nothing is dirty, or at shutdown).
+    fn over(&self, l: &Ledger, len: u64) -> bool {
+        l.bytes > 0 && l.bytes.saturating_add(len) > self.max_bytes && !l.stop
+    }
+
+    /// Makes `data` the dirty content of the slot's path (reserved by [`reserve`](Self::reserve)); returns
+    /// its modification time.
+    pub(crate) fn store(&self, slot: &mut Slot<'_>, data: Bytes) -> SystemTime {
+        let modified = SystemTime::now();
+        let replaced = slot.set_dirty(data, Dirty { due: Instant::now() + self.delay, modified, attempts: 0 });
+        let mut l = self.ledger.lock();
+        match replaced {
+            // It replaces older dirty data: one dirty file still; the older write's bytes and claim go.
+            Some(old) => {
+                l.bytes = l.bytes.saturating_sub(old);
+                l.claims.remove(slot.path());
+                drop(l);
+                self.freed.notify_all();
+            }
+            None => {
+                l.entries += 1;
+                // Writers waiting for room may be waiting for exactly these bytes: have them written.
+                if l.waiting > 0 {
+                    l.urgent = true;
+                    drop(l);
+                    self.work.notify_one();
+                }
+            }
+        }
+        modified
+    }
+
+    /// Drops whatever the slot's path holds in memory (dirty data, pinned content): its content changed by
+    /// another route or is unknown. True if dirty data was dropped.
+    pub(crate) fn drop_held(&self, slot: &mut Slot<'_>) -> bool {
+        let Some(len) = slot.replace_held() else { return false };
+        self.release(slot.path(), len);
+        true
+    }
+
+    /// `len` dirty bytes of `path` are gone (written or dropped).
+    fn release(&self, path: &str, len: u64) {
+        let mut l = self.ledger.lock();
+        l.bytes = l.bytes.saturating_sub(len);
+        l.entries = l.entries.saturating_sub(1);
+        l.claims.remove(path);
+        drop(l);
+        self.freed.notify_all();
+    }
+
+    /// Writes the slot's dirty data, if any. `None` if it was not dirty.
+    pub(crate) fn flush_slot(&self, env: &Env<'_>, slot: &mut Slot<'_>) -> Option<Result<(), Error>> {
+        let data = slot.dirty()?.0.clone();
+        Some(match (env.store)(slot.path(), &data) {
+            Ok(()) => {
+                let len = slot.mark_clean().unwrap_or(0);
+                self.release(slot.path(), len);
+                env.counters.add(Count::Flush, 1);
+                env.counters.add(Count::FlushedBytes, len);
+                Ok(())
+            }
+            Err(e) => {
+                slot.flush_failed(|attempts| Instant::now() + backoff(attempts));
+                env.counters.add(Count::FlushError, 1);
+                Err(e)
+            }
+        })
+    }
+
+    /// Flushes `path` if it is dirty; `Ok(false)` if it was not.
+    pub(crate) fn flush_path(&self, env: &Env<'_>, path: &str) -> Result<bool, Error> {
+        let mut guard = env.locks.lock(path);
+        self.flush_slot(env, &mut guard.slot()).transpose().map(|r| r.is_some())
+    }
+
     fn has_dirty(&self) -> bool {
-        self.dirty.state.lock().entries > 0
+        self.ledger.lock().entries > 0
     }
 
-    /// Writes dirty files that are due (all of them if `urgent`).
-    fn flush_pass(&self, urgent: bool) -> Pass {
-        let mut pass = Pass::default();
+    /// Writes every dirty file now; reports each that fails.
+    pub(crate) fn flush_all(&self, env: &Env<'_>) -> Result<u64, Error> {
         if !self.has_dirty() {
-            return pass;
+            return Ok(0);
         }
-        let now = Instant::now();
-        let (written, failures) = self.flush_keys(self.dirty_keys(|d| urgent || d.due <= now));
-        pass.written = written;
-        pass.last_error = failures.last().map(|f| f.error.to_string());
-        pass
+        let (written, failures) = self.flush_paths(env, env.locks.dirty_paths(|_| true));
+        if failures.is_empty() { Ok(written) } else { Err(Error::Flush { failures }) }
     }
 
-    /// Every dirty file satisfying `due`, stripe by stripe.
-    fn dirty_keys(&self, due: impl Fn(&super::resident::Dirty) -> bool) -> Vec<Arc<str>> {
-        let mut keys = Vec::new();
-        for stripe in self.stripes.each() {
-            keys.extend(due_keys(&stripe, &due));
-        }
-        keys
-    }
-
-    /// Flushes `keys` (those still dirty) with up to `flush_workers` threads; returns how many were
-    /// written and every failure. Each file is written with its stripe locked, as always, so workers
-    /// never write one file twice or out of order.
-    fn flush_keys(&self, keys: Vec<Arc<str>>) -> (u64, Vec<FlushFailure>) {
-        let next = std::sync::atomic::AtomicUsize::new(0);
+    /// Flushes `paths` (those still dirty) with up to `flush_workers` threads; returns how many were
+    /// written and every failure. Each file is written with its path locked, as always, so workers never
+    /// write one file twice or out of order.
+    fn flush_paths(&self, env: &Env<'_>, paths: Vec<Arc<str>>) -> (u64, Vec<FlushFailure>) {
+        let next = AtomicUsize::new(0);
         let results = Mutex::new((0u64, Vec::new()));
         let work = || {
             // Relaxed: the counter only hands out distinct indices.
-            while let Some(key) = keys.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-                let outcome = self.flush_one(key);
+            while let Some(path) = paths.get(next.fetch_add(1, Relaxed)) {
+                let outcome = self.flush_path(env, path);
                 let mut r = results.lock();
                 match outcome {
                     Ok(written) => r.0 += u64::from(written),
-                    Err(e) => r.1.push(FlushFailure { path: key.to_string(), error: Box::new(e) }),
+                    Err(e) => r.1.push(FlushFailure { path: path.to_string(), error: Box::new(e) }),
                 }
             }
         };
         // Loom models run on loom threads only; flushing there stays on the calling thread.
-        let workers = if cfg!(loom) { 1 } else { self.flush_workers.min(keys.len()) };
+        let workers = if cfg!(loom) { 1 } else { self.flush_workers.min(paths.len()) };
         if workers <= 1 {
             work();
         } else {
@@ -220,73 +303,50 @@ impl Inner {
         results.into_inner()
     }
 
-    /// Writes `key`'s dirty data to the backend (its stripe locked). `None` if it was not dirty.
-    pub(crate) fn flush_locked(&self, stripe: &mut Stripe, key: &str) -> Option<Result<(), Error>> {
-        let r = stripe.resident.get_mut(key)?;
-        let dirty = r.dirty.as_mut()?;
-        let started = self.start();
-        let result = self.backend.write(key, &r.data);
-        self.record(OP_FLUSH, started);
-        match result {
-            Ok(()) => {
-                let len = r.data.len() as u64;
-                r.dirty = None;
-                stripe.tidy(key);
-                self.dirty.release(len, 1);
-                self.counters.add(Count::Flush, 1);
-                self.counters.add(Count::FlushedBytes, len);
-                Some(Ok(()))
-            }
-            Err(e) => {
-                dirty.attempts += 1;
-                dirty.due = Instant::now() + backoff(dirty.attempts);
-                self.counters.add(Count::FlushError, 1);
-                Some(Err(e))
-            }
-        }
-    }
-
-    /// Writes every dirty file now; reports each that fails.
-    pub(crate) fn flush_all(&self) -> Result<u64, Error> {
+    /// Writes dirty files that are due (all of them if `urgent`).
+    fn pass(&self, env: &Env<'_>, urgent: bool) -> Pass {
         if !self.has_dirty() {
-            return Ok(0);
+            return Pass::default();
         }
-        let (written, failures) = self.flush_keys(self.dirty_keys(|_| true));
-        if failures.is_empty() { Ok(written) } else { Err(Error::Flush { failures }) }
+        let now = Instant::now();
+        let (written, failures) = self.flush_paths(env, env.locks.dirty_paths(|d| urgent || d.due <= now));
+        Pass { written, last_error: failures.last().map(|f| f.error.to_string()) }
     }
 
-    /// Flushes one file if it is dirty; `Ok(false)` if it was not.
-    pub(crate) fn flush_one(&self, key: &str) -> Result<bool, Error> {
-        let mut stripe = self.stripes.lock(key);
-        self.flush_locked(&mut stripe, key).transpose().map(|r| r.is_some())
-    }
-}
-
-fn due_keys(stripe: &Stripe, due: impl Fn(&super::resident::Dirty) -> bool) -> Vec<Arc<str>> {
-    stripe.resident.iter().filter(|(_, r)| r.dirty.as_ref().is_some_and(&due)).map(|(k, _)| Arc::clone(k)).collect()
-}
-
-impl CacheFs {
-    /// Writes every dirty file to the backend now. `Ok` means every write acknowledged before this call
-    /// is on the backend. On failure the failing files stay dirty (and are retried by the flusher); the
-    /// error lists each of them. Other modes have nothing to flush.
-    pub fn flush(&self) -> Result<(), Error> {
-        self.inner.flush_all().map(|_| ())
-    }
-
-    /// Flushes the given files if they are dirty, attempting every one even after failures. Returns how
-    /// many were written; the error lists every failure (including invalid paths).
-    pub fn batch_flush<P: AsRef<Path>>(&self, paths: impl IntoIterator<Item = P>) -> Result<u64, Error> {
-        let mut failures = Vec::new();
-        let mut written = 0;
-        for p in paths {
-            let p = p.as_ref();
-            let result = checked(p).and_then(|key| self.inner.flush_one(&key));
-            match result {
-                Ok(flushed) => written += u64::from(flushed),
-                Err(e) => failures.push(FlushFailure { path: p.to_string_lossy().into_owned(), error: Box::new(e) }),
+    /// The flusher's loop: every tick (a quarter of the delay, 1–250 ms) it writes the files whose delay
+    /// has passed, or everything when a writer is waiting for room; returns at [`stop`](Self::stop).
+    pub(crate) fn run_flusher(&self, env: &Env<'_>) {
+        let tick = (self.delay / 4).clamp(Duration::from_millis(1), Duration::from_millis(250));
+        loop {
+            let urgent = {
+                let mut l = self.ledger.lock();
+                if !l.urgent && !l.stop {
+                    l = self.work.wait_for(l, tick);
+                }
+                if l.stop {
+                    return;
+                }
+                std::mem::take(&mut l.urgent)
+            };
+            let pass = self.pass(env, urgent);
+            let mut l = self.ledger.lock();
+            l.passes += 1;
+            if pass.written > 0 {
+                // Each written file already woke the waiting writers through `release`.
+                l.stalled = None;
+            } else if let Some(e) = pass.last_error.filter(|_| urgent) {
+                l.stalled = Some(e);
+                drop(l);
+                // Waiting writers must hear that the backend is failing.
+                self.freed.notify_all();
             }
         }
-        if failures.is_empty() { Ok(written) } else { Err(Error::Flush { failures }) }
+    }
+
+    /// Stops the flusher and releases waiting writers.
+    pub(crate) fn stop(&self) {
+        self.ledger.lock().stop = true;
+        self.work.notify_all();
+        self.freed.notify_all();
     }
 }

@@ -1,16 +1,11 @@
-//! Observability: latency percentiles, counters and gauges, exported as Prometheus text, JSON and (with
+//! Observability: counters, gauges and latency percentiles, exported as Prometheus text, JSON and (with
 //! the `otel` feature) OpenTelemetry metrics.
 //!
-//! Exporters read a [`MetricsSnapshot`]; they never reach into the cache. Latency recording is opt-in
-//! ([`CacheBuilder::latency`](crate::CacheBuilder::latency)) and costs one branch per operation when off.
-//! When on, one operation in `sample_every` per thread is timed (two clock reads) and recorded into a
-//! striped HDR histogram (a lock per stripe, threads spread over the stripes), so recording never makes
-//! all threads queue on one lock. Histograms keep two significant digits (1% precision) from 1 ns to 60 s.
+//! This layer only reads what it is handed: a cache's public stats and latency summaries (see
+//! [`Cache::metrics`](crate::Cache::metrics)), a file layer's [`FsStats`](crate::fs::FsStats). Nothing
+//! below it imports it; recording itself lives with the recorders (`crate::latency`).
 
-mod latency;
 pub(crate) mod prometheus;
 mod snapshot;
 
-pub use latency::LatencyConfig;
-pub(crate) use latency::LatencyRecorder;
-pub use snapshot::{LatencySummary, MetricsSnapshot};
+pub use snapshot::MetricsSnapshot;

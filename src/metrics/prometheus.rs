@@ -3,8 +3,9 @@
 
 use std::fmt::Write;
 
-use super::snapshot::{LatencySummary, MetricsSnapshot};
+use super::snapshot::MetricsSnapshot;
 use crate::RemovalCause;
+use crate::latency::LatencySummary;
 
 /// Escapes a label value: backslash, double quote and newline.
 pub(crate) fn label(value: &str) -> String {

@@ -1,47 +1,9 @@
 //! A point-in-time view of a cache's metrics, serialisable and exportable.
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::CacheStats;
-
-/// Latency percentiles of one operation, in nanoseconds (1% precision).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LatencySummary {
-    /// The operation: `get_hit`, `get_miss`, `insert` or `load` for a cache.
-    pub op: String,
-    /// Operations recorded (sampled ones only).
-    pub count: u64,
-    /// Median.
-    pub p50_ns: u64,
-    /// 95th percentile.
-    pub p95_ns: u64,
-    /// 99th percentile.
-    pub p99_ns: u64,
-    /// 99.9th percentile.
-    pub p999_ns: u64,
-    /// Largest recorded.
-    pub max_ns: u64,
-    /// Mean (0 when nothing was recorded).
-    pub mean_ns: f64,
-}
-
-impl LatencySummary {
-    pub(crate) fn from_histogram(op: &str, h: &Histogram<u64>) -> Self {
-        let empty = h.is_empty();
-        let q = |q: f64| if empty { 0 } else { h.value_at_quantile(q) };
-        LatencySummary {
-            op: op.to_string(),
-            count: h.len(),
-            p50_ns: q(0.5),
-            p95_ns: q(0.95),
-            p99_ns: q(0.99),
-            p999_ns: q(0.999),
-            max_ns: if empty { 0 } else { h.max() },
-            mean_ns: if empty { 0.0 } else { h.mean() },
-        }
-    }
-}
+use crate::latency::LatencySummary;
 
 /// Everything a cache reports: counters, gauges and latency percentiles, with its name and policy.
 ///
@@ -67,6 +29,20 @@ pub struct MetricsSnapshot {
     pub stats: CacheStats,
     /// Latency per operation; empty unless latency recording is on.
     pub latency: Vec<LatencySummary>,
+}
+
+impl<K, V, S> crate::Cache<K, V, S> {
+    /// Counters, gauges and (if recording) latency percentiles, labelled with the cache's name and
+    /// policy; export with [`MetricsSnapshot::to_prometheus`] or [`MetricsSnapshot::to_json`].
+    /// Takes no lock on the cache's shards.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            cache: self.name().to_string(),
+            policy: self.policy().name().to_string(),
+            stats: self.stats(),
+            latency: self.latency(),
+        }
+    }
 }
 
 impl MetricsSnapshot {

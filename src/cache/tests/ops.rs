@@ -287,7 +287,11 @@ fn lfu_newcomer_evicts_the_least_frequent_resident() {
     }
     cache.insert(4, 40);
     assert_eq!(cache.get(&4), Some(40), "the newcomer is stored");
-    assert_eq!(log.lock().unwrap().as_slice(), &[(3, 30, RemovalCause::Capacity)], "the least frequent resident leaves");
+    assert_eq!(
+        log.lock().unwrap().as_slice(),
+        &[(3, 30, RemovalCause::Capacity)],
+        "the least frequent resident leaves"
+    );
     for k in [1, 2] {
         assert!(cache.contains_key(&k));
     }

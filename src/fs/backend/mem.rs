@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{Backend, Metadata};
 use crate::fs::error::Error;
-use crate::fs::path::{canonical, is_within};
+use crate::fs::path::{canonical, is_within, parents};
 
 /// Files in a sorted map behind one lock. Writes are atomic (one map insert under the write lock).
 #[derive(Debug, Default)]
@@ -23,7 +23,7 @@ impl MemBackend {
         MemBackend::default()
     }
 
-    fn check(path: &str) -> Result<String, Error> {
+    fn file_path(path: &str) -> Result<String, Error> {
         canonical(path, false).map(|p| p.into_owned())
     }
 
@@ -32,7 +32,7 @@ impl MemBackend {
     }
 
     fn with_file<T>(&self, path: &str, f: impl FnOnce(&Bytes, SystemTime) -> T) -> Result<T, Error> {
-        let path = Self::check(path)?;
+        let path = Self::file_path(path)?;
         let files = self.files.read();
         match files.get(&path) {
             Some((data, modified)) => Ok(f(data, *modified)),
@@ -43,6 +43,18 @@ impl MemBackend {
 
     fn is_dir(files: &BTreeMap<String, (Bytes, SystemTime)>, path: &str) -> bool {
         files.range(format!("{path}/")..).next().is_some_and(|(k, _)| is_within(k, path))
+    }
+
+    /// Whether a file may be written at `path` (canonical): it is not a directory, and no directory
+    /// above it is a file, as on a file system.
+    fn writable(files: &BTreeMap<String, (Bytes, SystemTime)>, path: &str) -> Result<(), Error> {
+        if Self::is_dir(files, path) {
+            return Err(Error::NotAFile { path: path.to_string() });
+        }
+        if parents(path).any(|dir| files.contains_key(dir)) {
+            return Err(Error::NotADirectory { path: path.to_string() });
+        }
+        Ok(())
     }
 }
 
@@ -61,11 +73,9 @@ impl Backend for MemBackend {
     }
 
     fn write(&self, path: &str, data: &[u8]) -> Result<(), Error> {
-        let path = Self::check(path)?;
+        let path = Self::file_path(path)?;
         let mut files = self.files.write();
-        if Self::is_dir(&files, &path) {
-            return Err(Error::NotAFile { path });
-        }
+        Self::writable(&files, &path)?;
         files.insert(path, (Bytes::copy_from_slice(data), SystemTime::now()));
         Ok(())
     }
@@ -87,7 +97,7 @@ impl Backend for MemBackend {
     }
 
     fn remove(&self, path: &str) -> Result<(), Error> {
-        let path = Self::check(path)?;
+        let path = Self::file_path(path)?;
         match self.files.write().remove(&path) {
             Some(_) => Ok(()),
             None => Err(Error::NotFound { path }),
@@ -103,11 +113,19 @@ impl Backend for MemBackend {
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
-        let (from, to) = (Self::check(from)?, Self::check(to)?);
+        let (from, to) = (Self::file_path(from)?, Self::file_path(to)?);
         let mut files = self.files.write();
+        if !files.contains_key(&from) {
+            return Err(Error::NotFound { path: from });
+        }
+        Self::writable(&files, &to)?;
         let (data, _) = files.remove(&from).ok_or(Error::NotFound { path: from })?;
         files.insert(to, (data, SystemTime::now()));
         Ok(())
+    }
+
+    fn check(&self, path: &str) -> Result<(), Error> {
+        Self::writable(&self.files.read(), &Self::file_path(path)?)
     }
 }
 

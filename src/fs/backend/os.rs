@@ -1,22 +1,29 @@
 //! A backend rooted at a directory on the local file system.
 //!
 //! Writes are atomic and durable: the data goes to a temporary file in the target's directory, is
-//! fsynced, renamed over the real name, and the directory is fsynced, so a crash leaves either the old
-//! file or the new one under the real name, never a prefix. Temporary files carry [`TEMP_MARKER`] in
-//! their name and are skipped by `list`; [`OsBackend::remove_temp_files`] clears ones a crash left.
+//! fsynced, renamed over the real name, and then every directory whose entries changed is fsynced: the
+//! target's, and the parent of each directory the write created. A crash leaves either the old file or
+//! the new one under the real name, never a prefix. Temporary files have unpredictable names (a retry
+//! picks another on a collision) that carry [`TEMP_MARKER`]; `list` skips them, paths containing the
+//! marker are refused, and [`OsBackend::remove_temp_files`] clears ones a crash left.
+//!
+//! [`check`](Backend::check) refuses every path `write` would refuse for its shape: over the kernel's
+//! path-length limit (for the temporary file too), a reserved name, a symlink leading outside the root,
+//! a file where a directory is needed, or a directory where the file should go. So a write it accepts
+//! can fail later only through I/O faults (or someone else changing the tree).
 //!
 //! Every path is checked again here (callers may use the backend directly), and each existing component
 //! is inspected: a symlink is followed only if it resolves inside the root. The check and the open are
 //! separate system calls, so a process that can swap directories under the root while we work could
 //! race it; the root is meant to be owned by the service.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
 use std::collections::HashSet;
+use std::fs::{self, File, Permissions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
 
 use super::{Backend, Metadata};
 use crate::fs::error::Error;
@@ -26,21 +33,29 @@ use crate::sync::RwLock;
 /// Part of the name of every temporary file a write creates.
 pub const TEMP_MARKER: &str = ".cachefs-tmp.";
 
+/// Longest path the kernel accepts, counting the terminating NUL.
+const PATH_MAX: usize = libc::PATH_MAX as usize;
+/// How much of the target's name a temporary's name repeats (for whoever looks at the directory).
+const TEMP_NAME_HINT: usize = 32;
+/// Random characters in a temporary's name.
+const TEMP_RANDOM: usize = 12;
+/// Longest name of a temporary: `.`, the hint, the marker, the random part.
+const TEMP_NAME_MAX: usize = 1 + TEMP_NAME_HINT + TEMP_MARKER.len() + TEMP_RANDOM;
+
 /// Files under one directory. See the module docs for durability and path safety.
 #[derive(Debug)]
 pub struct OsBackend {
     /// Canonical (symlink-free, absolute) root.
     root: PathBuf,
-    /// Makes temporary names unique within the process (the pid separates processes).
-    temp_seq: AtomicU64,
-    /// Paths `check` has passed, so that write-back does not walk the same path's components on every
-    /// write. Only `check` trusts it: every actual operation resolves the path again, so a symlink swapped
-    /// in later is still refused there. Cleared when it reaches [`CHECKED_PATHS`] entries.
-    checked: RwLock<HashSet<Box<str>>>,
+    /// Directories whose components `check` has walked, so that write-back does not walk the same
+    /// directories on every write (the target itself is always inspected). Only `check` trusts it:
+    /// every actual operation resolves the path again, so a symlink swapped in later is still refused
+    /// there. Cleared when it reaches [`CHECKED_DIRS`] entries.
+    checked_dirs: RwLock<HashSet<Box<str>>>,
 }
 
-/// Most paths `OsBackend::check` remembers.
-const CHECKED_PATHS: usize = 100_000;
+/// Most directories `OsBackend::check` remembers.
+const CHECKED_DIRS: usize = 10_000;
 
 impl OsBackend {
     /// A backend over `root`, creating the directory if it does not exist.
@@ -49,7 +64,7 @@ impl OsBackend {
         let name = || root.display().to_string();
         fs::create_dir_all(root).map_err(|e| Error::io(name(), e))?;
         let root = root.canonicalize().map_err(|e| Error::io(name(), e))?;
-        Ok(OsBackend { root, temp_seq: AtomicU64::new(0), checked: RwLock::default() })
+        Ok(OsBackend { root, checked_dirs: RwLock::default() })
     }
 
     /// The root directory (canonical).
@@ -76,9 +91,16 @@ impl OsBackend {
         Ok(removed)
     }
 
-    /// The on-disk location of `path`, after checking it and every existing component on the way.
+    /// The on-disk location of `path`, after checking it and every existing component on the way: a
+    /// symlink must resolve inside the root.
     fn resolve(&self, path: &str, allow_root: bool) -> Result<PathBuf, Error> {
         let rel = canonical(path, allow_root)?;
+        self.walk(path, &rel)?;
+        Ok(self.root.join(&*rel))
+    }
+
+    /// Inspects each existing component of `rel` (canonical) in turn.
+    fn walk(&self, path: &str, rel: &str) -> Result<(), Error> {
         let mut at = self.root.clone();
         for part in rel.split('/').filter(|p| !p.is_empty()) {
             at.push(part);
@@ -97,7 +119,43 @@ impl OsBackend {
                 Err(e) => return Err(Error::io(path, e)),
             }
         }
-        Ok(self.root.join(&*rel))
+        Ok(())
+    }
+
+    /// Where a file `path` would be written, after checking everything the write will meet (see the
+    /// module docs). With `remember`, directories walked before are trusted (for `check`).
+    fn file_target(&self, path: &str, remember: bool) -> Result<PathBuf, Error> {
+        let rel = canonical(path, false)?;
+        let invalid = |reason| Error::InvalidPath { path: path.to_string(), reason };
+        if rel.contains(TEMP_MARKER) {
+            return Err(invalid("names containing `.cachefs-tmp.` are reserved for temporary files"));
+        }
+        let target = self.root.join(&*rel);
+        let dir = target.parent().unwrap_or(&self.root);
+        if target.as_os_str().len() >= PATH_MAX || dir.as_os_str().len() + 1 + TEMP_NAME_MAX >= PATH_MAX {
+            return Err(invalid("longer than the file system's path limit"));
+        }
+        let rel_dir = rel.rsplit_once('/').map_or("", |(d, _)| d);
+        if !(remember && self.checked_dirs.read().contains(rel_dir)) {
+            self.walk(path, rel_dir)?;
+            if remember {
+                let mut dirs = self.checked_dirs.write();
+                if dirs.len() >= CHECKED_DIRS {
+                    dirs.clear();
+                }
+                dirs.insert(rel_dir.into());
+            }
+        }
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.file_type().is_symlink() => self.walk(path, &rel)?,
+            Ok(_) | Err(_) => {}
+        }
+        match fs::metadata(&target) {
+            Ok(m) if m.is_dir() => Err(Error::NotAFile { path: path.to_string() }),
+            Ok(_) => Ok(target),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(target),
+            Err(e) => Err(Error::io(path, e)),
+        }
     }
 
     fn open(&self, path: &str) -> Result<(File, u64), Error> {
@@ -110,82 +168,98 @@ impl OsBackend {
         Ok((file, meta.len()))
     }
 
-    /// A new temporary file beside `target` (whose directory is created if missing).
-    fn temp_for(&self, target: &Path) -> io::Result<(File, PathBuf)> {
+    /// A new temporary file beside `target`, whose directory (and any missing above it) is created;
+    /// returns it with the directories whose entries changed by that creation.
+    fn temp_for(&self, target: &Path) -> io::Result<(NamedTempFile, Vec<PathBuf>)> {
         let dir = target.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir)?;
+        let changed = create_dirs(dir)?;
         let name = target.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-        let temp =
-            dir.join(format!(".{name}{TEMP_MARKER}{}.{}", std::process::id(), self.temp_seq.fetch_add(1, Relaxed)));
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&temp)?;
-        Ok((file, temp))
+        let hint = name.char_indices().map(|(i, c)| i + c.len_utf8()).take_while(|&end| end <= TEMP_NAME_HINT).last();
+        let prefix = format!(".{}{TEMP_MARKER}", &name[..hint.unwrap_or(0)]);
+        let temp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .rand_bytes(TEMP_RANDOM)
+            // As `File::create` would: the umask decides.
+            .permissions(Permissions::from_mode(0o666))
+            .tempfile_in(dir)?;
+        Ok((temp, changed))
     }
 
     fn write_atomically(&self, target: &Path, data: &[u8]) -> io::Result<()> {
-        let (mut file, temp) = self.temp_for(target)?;
-        let result = file.write_all(data).and_then(|()| commit(file, &temp, target));
-        if result.is_err() {
-            // The real name was not touched unless the rename succeeded, in which case only the
-            // directory sync failed.
-            let _ = fs::remove_file(&temp);
-        }
-        result
+        let (mut temp, created) = self.temp_for(target)?;
+        temp.write_all(data)?;
+        // On any failure the temporary is removed when `temp` drops; the real name was not touched
+        // unless the rename succeeded, in which case only a directory sync failed.
+        commit(temp, target, &created)
     }
 }
 
-/// Fsyncs `file`, renames `temp` over `target`, fsyncs the directory.
-fn commit(file: File, temp: &Path, target: &Path) -> io::Result<()> {
-    file.sync_all()?;
-    drop(file);
-    fs::rename(temp, target)?;
-    sync_dir(target.parent().unwrap_or(Path::new(".")))
+/// Creates `dir` and any missing directory above it; returns the directories whose entries changed
+/// (the parent of each directory created), which must be fsynced for the new ones to be durable.
+fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while fs::symlink_metadata(at).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+        missing.push(at);
+        let Some(parent) = at.parent() else { break };
+        at = parent;
+    }
+    let mut changed = Vec::new();
+    for created in missing.into_iter().rev() {
+        match fs::create_dir(created) {
+            Ok(()) => changed.extend(created.parent().map(Path::to_path_buf)),
+            // Created meanwhile by another write: its writer syncs it.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && created.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(changed)
 }
 
-/// A file streamed to a temporary beside its target (from [`OsBackend`]'s `create`).
+/// Fsyncs `temp`, renames it over `target`, then fsyncs the target's directory and `created` (the
+/// directories whose entries the write changed on the way).
+fn commit(temp: NamedTempFile, target: &Path, created: &[PathBuf]) -> io::Result<()> {
+    temp.as_file().sync_all()?;
+    temp.persist(target).map_err(|e| e.error)?;
+    sync_dir(target.parent().unwrap_or(Path::new(".")))?;
+    created.iter().try_for_each(|d| sync_dir(d))
+}
+
+/// A file streamed to a temporary beside its target (from [`OsBackend`]'s `create`). Dropped
+/// uncommitted, the temporary goes and the target keeps its old content.
 #[derive(Debug)]
 struct OsFile {
-    file: Option<File>,
-    temp: PathBuf,
+    temp: NamedTempFile,
+    created: Vec<PathBuf>,
     target: PathBuf,
     path: String,
 }
 
 impl Write for OsFile {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.file.as_mut().map_or(Ok(0), |f| f.write(data))
+        self.temp.write(data)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.file.as_mut().map_or(Ok(()), |f| f.flush())
+        self.temp.flush()
     }
 }
 
 impl Seek for OsFile {
     fn seek(&mut self, from: io::SeekFrom) -> io::Result<u64> {
-        self.file.as_mut().map_or(Ok(0), |f| f.seek(from))
+        self.temp.seek(from)
     }
 }
 
 impl super::BackendFile for OsFile {
-    fn commit(mut self: Box<Self>) -> Result<(), Error> {
-        let Some(file) = self.file.take() else { return Ok(()) };
-        let result = commit(file, &self.temp, &self.target);
-        if result.is_err() {
-            let _ = fs::remove_file(&self.temp);
-        }
-        result.map_err(|e| Error::io(self.path.clone(), e))
-    }
-}
-
-impl Drop for OsFile {
-    /// Uncommitted: the temporary goes, the target keeps its old content.
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.temp);
-        }
+    fn commit(self: Box<Self>) -> Result<(), Error> {
+        let OsFile { temp, created, target, path } = *self;
+        commit(temp, &target, &created).map_err(|e| Error::io(path, e))
     }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    tests::SYNCED.with(|s| s.borrow_mut().push(dir.to_path_buf()));
     File::open(dir)?.sync_all()
 }
 
@@ -227,10 +301,7 @@ impl Backend for OsBackend {
     }
 
     fn write(&self, path: &str, data: &[u8]) -> Result<(), Error> {
-        let target = self.resolve(path, false)?;
-        if target.is_dir() {
-            return Err(Error::NotAFile { path: path.to_string() });
-        }
+        let target = self.file_target(path, false)?;
         self.write_atomically(&target, data).map_err(|e| Error::io(path, e))
     }
 
@@ -297,42 +368,112 @@ impl Backend for OsBackend {
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
-        let (src, dst) = (self.resolve(from, false)?, self.resolve(to, false)?);
+        let (src, dst) = (self.resolve(from, false)?, self.file_target(to, false)?);
         if !src.is_file() {
             return Err(Error::io(from, io::Error::from(io::ErrorKind::NotFound)));
         }
-        let dir = dst.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(|e| Error::io(to, e))?;
+        let (src_dir, dst_dir) = (src.parent().unwrap_or(&self.root), dst.parent().unwrap_or(&self.root));
+        let created = create_dirs(dst_dir).map_err(|e| Error::io(to, e))?;
         fs::rename(&src, &dst).map_err(|e| Error::io(from, e))?;
-        sync_dir(dir).map_err(|e| Error::io(to, e))
+        // Both directories' entries changed, and any directory the move created.
+        let sync = |d: &Path| sync_dir(d).map_err(|e| Error::io(to, e));
+        sync(dst_dir)?;
+        if src_dir != dst_dir {
+            sync(src_dir)?;
+        }
+        created.iter().try_for_each(|d| sync(d))
     }
 
     fn create(&self, path: &str) -> Result<Box<dyn super::BackendFile + '_>, Error> {
-        let target = self.resolve(path, false)?;
-        if target.is_dir() {
-            return Err(Error::NotAFile { path: path.to_string() });
-        }
-        let (file, temp) = self.temp_for(&target).map_err(|e| Error::io(path, e))?;
-        Ok(Box::new(OsFile { file: Some(file), temp, target, path: path.to_string() }))
+        let target = self.file_target(path, false)?;
+        let (temp, created) = self.temp_for(&target).map_err(|e| Error::io(path, e))?;
+        Ok(Box::new(OsFile { temp, created, target, path: path.to_string() }))
     }
 
     fn check(&self, path: &str) -> Result<(), Error> {
-        if self.checked.read().contains(path) {
-            return Ok(());
-        }
-        self.resolve(path, false)?;
-        let mut checked = self.checked.write();
-        if checked.len() >= CHECKED_PATHS {
-            checked.clear();
-        }
-        checked.insert(path.into());
-        Ok(())
+        self.file_target(path, true).map(|_| ())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Directories this thread fsynced, in order.
+        pub(super) static SYNCED: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn synced() -> Vec<PathBuf> {
+        SYNCED.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    }
+
+    /// Defect 9 (issue 11): only the file's own directory was fsynced, so a directory the write created
+    /// could vanish in a crash together with the file in it.
+    #[test]
+    fn writes_fsync_every_directory_whose_entries_they_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = OsBackend::new(dir.path()).unwrap();
+        let root = b.root().to_path_buf();
+        synced();
+        b.write("a/b/c/f", b"x").unwrap();
+        let mut got = synced();
+        got.sort();
+        assert_eq!(got, [root.clone(), root.join("a"), root.join("a/b"), root.join("a/b/c")]);
+        b.write("a/b/c/g", b"y").unwrap();
+        assert_eq!(synced(), [root.join("a/b/c")], "nothing else was created");
+        let mut w = b.create("d/e/f").unwrap();
+        w.write_all(b"z").unwrap();
+        w.commit().unwrap();
+        let mut got = synced();
+        got.sort();
+        assert_eq!(got, [root.clone(), root.join("d"), root.join("d/e")]);
+        b.rename("a/b/c/f", "x/y").unwrap();
+        let mut got = synced();
+        got.sort();
+        assert_eq!(
+            got,
+            [root.clone(), root.join("a/b/c"), root.join("x")],
+            "source, target and the new directory's parent"
+        );
+    }
+
+    #[test]
+    fn check_refuses_what_write_would_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = OsBackend::new(dir.path()).unwrap();
+        b.write("file", b"x").unwrap();
+        b.write("dir/inner", b"x").unwrap();
+        let long = format!("{}/f", vec!["d".repeat(200); 22].join("/"));
+        let reserved = format!("a/x{TEMP_MARKER}y");
+        for p in ["file/child", "dir", long.as_str(), reserved.as_str(), "../x"] {
+            let checked = b.check(p);
+            let written = b.write(p, b"y");
+            assert!(checked.is_err() && written.is_err(), "{p}: {checked:?} / {written:?}");
+            assert_eq!(std::mem::discriminant(&checked.unwrap_err()), std::mem::discriminant(&written.unwrap_err()));
+        }
+        assert!(matches!(b.check("file/child"), Err(Error::NotADirectory { .. })));
+        assert!(matches!(b.check("dir"), Err(Error::NotAFile { .. })));
+        // The deepest path the limit allows still works, its temporary included.
+        let room = PATH_MAX - 1 - b.root().as_os_str().len() - 1;
+        let mut deep = String::new();
+        while deep.len() + 201 + 2 + TEMP_NAME_MAX < room {
+            deep.push_str(&"d".repeat(200));
+            deep.push('/');
+        }
+        deep.push('f');
+        b.check(&deep).unwrap();
+        b.write(&deep, b"deep").unwrap();
+        let name = "n".repeat(255);
+        b.check(&name).unwrap();
+        b.write(&name, b"long name").unwrap();
+        // A directory remembered by `check` that became a file is still caught.
+        b.check("gone/f").unwrap();
+        b.write("gone", b"now a file").unwrap();
+        assert!(matches!(b.check("gone/f"), Err(Error::NotADirectory { .. })));
+        assert_eq!(b.remove_temp_files().unwrap(), 0);
+    }
 
     #[test]
     fn writes_are_atomic_and_listed_without_temporaries() {
@@ -341,6 +482,7 @@ mod tests {
         b.write("a/b/c.bin", b"abc").unwrap();
         b.write("a/b/c.bin", b"abcd").unwrap();
         fs::write(dir.path().join("a/b/.c.bin.cachefs-tmp.1.1"), b"ab").unwrap();
+        assert!(matches!(b.write("a/b/.c.bin.cachefs-tmp.x", b"x"), Err(Error::InvalidPath { .. })));
         assert_eq!(b.list("").unwrap(), ["a/b/c.bin"]);
         assert_eq!(b.stat("a/b/c.bin").unwrap().len, 4);
         let mut buf = vec![0; 8];
@@ -359,7 +501,7 @@ mod tests {
     }
 
     #[test]
-    fn check_remembers_passed_paths_but_every_write_resolves_again() {
+    fn check_remembers_walked_directories_but_every_write_resolves_again() {
         let outside = tempfile::tempdir().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let b = OsBackend::new(dir.path()).unwrap();
