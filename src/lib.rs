@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod cache;
 mod clock;

@@ -3,7 +3,7 @@
 //! (no stale fill overwrites a newer write). Bounded: a fixed number of operations per thread.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use cachefs::fs::{Backend, CacheFs, MemBackend, OsBackend, WriteMode};
@@ -36,15 +36,20 @@ fn run(fs: Arc<CacheFs>, backend: &dyn Backend, label: &str) {
     for p in paths.iter().flatten() {
         fs.write(p, content(p, 0)).unwrap();
     }
+    // Readers stop once every writer has finished (or after READS reads each).
     let done = AtomicBool::new(false);
+    let writing = AtomicU64::new(writers);
     let all: Vec<&String> = paths.iter().flatten().collect();
     std::thread::scope(|s| {
         for own in &paths {
-            let fs = &fs;
+            let (fs, done, writing) = (&fs, &done, &writing);
             s.spawn(move || {
                 for v in 1..=WRITES {
                     let p = &own[(v % PATHS_PER_WRITER) as usize];
                     fs.write(p, content(p, v)).unwrap();
+                }
+                if writing.fetch_sub(1, SeqCst) == 1 {
+                    done.store(true, SeqCst);
                 }
             });
         }
@@ -75,7 +80,7 @@ fn run(fs: Arc<CacheFs>, backend: &dyn Backend, label: &str) {
             }
         });
     });
-    done.store(true, SeqCst);
+    assert!(done.load(SeqCst), "{label}: every writer finished");
     fs.flush().unwrap();
     for p in paths.iter().flatten() {
         let cached = fs.read(p).unwrap();

@@ -193,8 +193,8 @@ pub(crate) fn default_shards_for(capacity: u64) -> usize {
     default_shards().min(1 << (usize::BITS - 1 - by_capacity.leading_zeros()))
 }
 
-/// Shard count actually used: a power of two, at most `requested`, and no more than the capacity
-/// allows (each shard gets at least 1).
+/// Shard count actually used: `requested` rounded *up* to a power of two, then lowered to the largest
+/// power of two not above the capacity if it exceeds it (each shard gets at least 1).
 pub(crate) fn effective_shards(requested: usize, capacity: u64) -> usize {
     let requested = requested.max(1).next_power_of_two();
     if capacity >= requested as u64 {

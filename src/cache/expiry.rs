@@ -11,7 +11,7 @@
 //! lets the shard promise that expired entries are reclaimed before any live entry is evicted.
 //!
 //! Time-to-idle moves deadlines later without touching the wheel: a due entry whose real deadline
-//! ([`Entry::deadline`]) has moved is simply re-filed.
+//! ([`Timer::deadline`](super::entry::Timer::deadline)) has moved is simply re-filed.
 
 use super::entry::NO_BUCKET;
 use super::list::List;
