@@ -146,8 +146,14 @@ impl<K, V, S> CacheBuilder<K, V, S> {
 
     /// Called with each entry that leaves the cache and why, after the shard's lock is released: the
     /// listener may use the cache. It runs on the thread whose call caused the removal.
-    pub fn eviction_listener(mut self, listener: impl Fn(K, V, RemovalCause) + Send + Sync + 'static) -> Self {
-        self.listener = Some(Arc::new(listener));
+    ///
+    /// The listener gets clones of the key and the value (hence `K: Clone`): a reader may still be
+    /// reading the departing entry, which is dropped once no reader can (see the cache's docs).
+    pub fn eviction_listener(mut self, listener: impl Fn(K, V, RemovalCause) + Send + Sync + 'static) -> Self
+    where
+        K: Clone,
+    {
+        self.listener = Some(Listener { call: Arc::new(listener), clone_key: K::clone });
         self
     }
 

@@ -1,29 +1,42 @@
-//! The engine: a sharded, concurrent, weighted cache.
+//! The engine: a sharded, concurrent, weighted cache whose reads take no lock.
 //!
 //! # Design
 //!
-//! A key's hash picks one of a power-of-two number of shards. Each shard is a single-threaded
-//! [`Shard`](shard::Shard) (map, slab, policy, timer wheel) behind a reader-writer lock, plus two things
-//! outside that lock: a lossy [read buffer](read_buffer) and a table of [loads in flight](loader).
+//! A key's hash picks one of a power-of-two number of shards. Each shard has a writer side, a
+//! single-threaded [`Shard`](shard::Shard) (policy, timer wheel, the slab's free list and counts) behind a
+//! mutex, and a [`Store`](slab::Store) that readers search without any lock: a lock-free hash index
+//! over slots that never move. Beside them sit a lossy [read buffer](read_buffer) and a table of
+//! [loads in flight](loader).
 //!
-//! - **Reads** (`get`) take the shard's lock *shared*: readers of one shard never wait for each other.
-//!   Recency is recorded in the read buffer rather than by reordering queues; the buffer is replayed
-//!   into the policy under the exclusive lock by the next writer, or by the reader that fills it if the
-//!   lock is free. A hit clones the value and allocates nothing.
-//! - **Writes** take the shard's lock exclusively, replay buffered reads, reclaim expired entries, apply
-//!   the change and evict until the shard fits its share of the capacity. Departing entries are collected
-//!   and handed to the eviction listener, and dropped, only after the lock is released.
+//! - **Reads** (`get`) pin an epoch guard (`crossbeam-epoch`: a store to a per-thread word), search the
+//!   index, and clone the value. They write no shared cache line on a hit: W-TinyLFU takes the read as
+//!   a mark on the entry (stored only if not already set); the exact policies (LRU, LFU, TTL) record it in
+//!   the read buffer, which the next writer replays. A hit allocates nothing.
+//! - **Writes** pin a guard, lock the shard, replay buffered reads, reclaim expired entries, apply the
+//!   change and evict until the shard fits its share of the capacity. A new value goes into a new slot
+//!   and the index switches to it; a departing entry's slot is *retired*, never overwritten in place, and
+//!   handed to the epoch, which drops the entry once no reader can still hold it (see `slab.rs`).
+//!   Departures are handed to the eviction listener (clones, read from the retired slots under the
+//!   guard) after the lock is released.
 //! - **Statistics** are striped by thread (see [`stats`]) and never take a lock.
 //!
-//! What each lock protects: a shard's `RwLock` guards all of that shard's structure (map, slab, queues,
-//! wheel, weight); an entry's `accessed_at` is the one field written under the shared lock (atomic).
-//! The read buffer's atomics protect only its own cells. A flight table's mutex guards its table; each
-//! flight's mutex guards its outcome.
+//! What protects what: a shard's mutex guards its writer side (and so every slot's bookkeeping); the
+//! index's cells, the slots' marks, generations and timers are atomics (orderings argued where they are
+//! used); the epoch protects every slot and index table a reader may still hold. The read buffer's
+//! atomics protect only its own cells. A flight table's mutex guards its table; each flight's mutex
+//! guards its outcome.
+//!
+//! User code (loaders, weighers, listeners, and `Drop` of keys and values) never runs under a lock of
+//! ours: every guard is pinned before a lock is taken (the epoch runs deferred drops only in an
+//! outermost pin), values are cloned out of the index without a lock, and departures are dealt with
+//! after unlocking. Two documented exceptions: key `Hash`/`Eq` run under the writer's lock (as they must
+//! to find the key), and `invalidate_if`'s predicate runs under each shard's lock.
 
 mod batch;
 mod builder;
 mod entry;
 mod expiry;
+mod index;
 mod iter;
 mod list;
 mod loader;
@@ -31,6 +44,7 @@ mod observe;
 pub(crate) mod policy;
 mod read_buffer;
 mod removal;
+mod segments;
 mod shard;
 mod slab;
 mod stats;
@@ -50,35 +64,51 @@ pub use policy::Policy;
 pub use removal::RemovalCause;
 pub use stats::CacheStats;
 
+use crossbeam_epoch::Guard;
+
 use crate::clock::{Clock, NEVER, deadline_after};
 use crate::latency::LatencyRecorder;
-use crate::sync::{Arc, AtomicU64, Ordering::Relaxed, RwLock};
-use entry::Entry;
+use crate::sync::{Arc, AtomicU64, Mutex, MutexGuard, Ordering::Relaxed};
 use loader::{Flights, Joined};
 use read_buffer::{Pushed, ReadBuffer};
-use removal::{Removal, Removals};
+use removal::Removals;
 use shard::{Inserted, Shard};
+use slab::Store;
 use stats::{Counter, Counters};
 
 // Immutable configuration shared by clones: std's `Arc` (loom's cannot hold a `dyn Fn`, and these
 // order nothing).
 pub(crate) type Weigher<K, V> = std::sync::Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
-pub(crate) type Listener<K, V> = std::sync::Arc<dyn Fn(K, V, RemovalCause) + Send + Sync>;
 
-/// What a lookup under the shared lock found.
+/// The eviction listener, and how to clone a key for it (set where `K: Clone` is known).
+pub(crate) struct Listener<K, V> {
+    pub(crate) call: std::sync::Arc<dyn Fn(K, V, RemovalCause) + Send + Sync>,
+    pub(crate) clone_key: fn(&K) -> K,
+}
+
+impl<K, V> Clone for Listener<K, V> {
+    fn clone(&self) -> Self {
+        Listener { call: self.call.clone(), clone_key: self.clone_key }
+    }
+}
+
+/// What a lock-free lookup found.
 enum Read<V> {
     /// The value, and the slot and generation to record the read against (if it is to be recorded).
     Hit(V, Option<(u32, u32)>),
     Miss,
-    /// Present but expired: the caller should reclaim it (under the write lock).
+    /// Present but expired: the caller should reclaim it (under the writer's lock).
     Expired,
 }
 
-/// A shard with its lock and what lives beside the lock. Padded so neighbouring shards' lock words do
-/// not share a cache line.
+/// A shard: the store readers search, the writer side behind its mutex, and what lives beside them.
+/// Padded so that neighbouring shards' hot words do not share a cache line.
 #[repr(align(128))]
 struct LockedShard<K, V> {
-    shard: RwLock<Shard<K, V>>,
+    /// Read by every `get`; written by nobody after construction (the `Arc`'s count is touched only when
+    /// the shard's writer defers a reclamation).
+    store: std::sync::Arc<Store<K, V>>,
+    writer: Mutex<Shard<K, V>>,
     reads: ReadBuffer,
     flights: Flights<K, V>,
     /// Gauges published under the write lock after every write, so `len()` and `stats()` take no lock.
@@ -97,6 +127,10 @@ struct Inner<K, V, S> {
     ttl: Option<Duration>,
     /// True when a TTL or time-to-idle is configured: every write must consult the clock.
     expiring: bool,
+    /// Time-to-idle in clock nanoseconds (readers need it to judge expiry).
+    tti: Option<u64>,
+    /// W-TinyLFU: reads are marks on the entry, not records in the read buffer.
+    marks_reads: bool,
     weigher: Option<Weigher<K, V>>,
     listener: Option<Listener<K, V>>,
     counters: Counters,
@@ -134,7 +168,12 @@ struct Inner<K, V, S> {
 /// - An expired entry is never returned, and expired entries are reclaimed before any live entry is
 ///   evicted for capacity.
 /// - The eviction listener and the `Drop` of departing values run after the shard's lock is released.
+///   A departing value is dropped once no reader can still be reading it (a reader finds entries without
+///   a lock): soon, on whichever thread next lets the epoch collect (any thread using a cache), or when
+///   the cache itself is dropped.
 /// - With one shard and [`Policy::Lru`], single-threaded use evicts in exact least-recently-used order.
+/// - `get`, `contains_key` and `get_many` take no lock and, on a hit, write no cache line shared with
+///   another thread (W-TinyLFU marks an entry only if it is not marked yet).
 ///
 /// # Panics
 ///
@@ -224,12 +263,16 @@ impl<K: Eq, V, S> Cache<K, V, S> {
         );
         let tti = b.tti.map(|d| u64::try_from(d.as_nanos()).unwrap_or(NEVER));
         let shards: Box<[LockedShard<K, V>]> = (0..shards)
-            .map(|i| LockedShard {
-                shard: RwLock::new(Shard::new(b.policy, builder::shard_capacity(b.max_capacity, shards, i), tti)),
-                reads: ReadBuffer::new(),
-                flights: Flights::new(),
-                len: AtomicU64::new(0),
-                weight: AtomicU64::new(0),
+            .map(|i| {
+                let shard = Shard::new(b.policy, builder::shard_capacity(b.max_capacity, shards, i), tti);
+                LockedShard {
+                    store: std::sync::Arc::clone(shard.store()),
+                    writer: Mutex::new(shard),
+                    reads: ReadBuffer::new(),
+                    flights: Flights::new(),
+                    len: AtomicU64::new(0),
+                    weight: AtomicU64::new(0),
+                }
             })
             .collect();
         let stripes = builder::default_shards();
@@ -241,6 +284,8 @@ impl<K: Eq, V, S> Cache<K, V, S> {
                 clock: b.clock,
                 ttl: b.ttl,
                 expiring: b.ttl.is_some() || b.tti.is_some(),
+                tti,
+                marks_reads: b.policy == Policy::Hybrid,
                 weigher: b.weigher,
                 listener: b.listener,
                 counters: Counters::new(stripes),
@@ -253,10 +298,18 @@ impl<K: Eq, V, S> Cache<K, V, S> {
     }
 }
 
+impl<K, V> LockedShard<K, V> {
+    /// The writer's lock. `_pinned` proves an epoch guard is held, so that no deferred drop (user code)
+    /// can run under the lock: the epoch collects only in a thread's outermost pin.
+    fn lock(&self, _pinned: &Guard) -> MutexGuard<'_, Shard<K, V>> {
+        self.writer.lock()
+    }
+}
+
 impl<K, V, S> Cache<K, V, S>
 where
-    K: Hash + Eq,
-    V: Clone,
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
     S: BuildHasher,
 {
     fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
@@ -264,7 +317,8 @@ where
     }
 
     fn shard_index(&self, hash: u64) -> usize {
-        // Bits 32.. pick the shard; hashbrown uses the low bits and the top seven within a shard.
+        // Bits 32.. pick the shard; the shard's index uses the low bits for positions and the top half
+        // as a tag.
         ((hash >> 32) & self.inner.shard_mask) as usize
     }
 
@@ -292,14 +346,17 @@ where
 
     /// The value for `key`, if present and not expired.
     ///
-    /// Takes the shard's lock shared; allocates nothing.
+    /// Takes no lock and allocates nothing; the value is cloned.
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let started = self.inner.latency.as_ref().and_then(LatencyRecorder::start);
-        let value = self.lookup(self.hash(key), key);
+        let hash = self.hash(key);
+        let guard = crossbeam_epoch::pin();
+        let value = self.lookup(hash, key, &guard);
+        drop(guard);
         let counter = if value.is_some() { Counter::Hit } else { Counter::Miss };
         self.inner.counters.add(counter, 1);
         if let Some(started) = started {
@@ -308,29 +365,38 @@ where
         value
     }
 
-    /// True if `key` is present and not expired. Does not count as a read.
+    /// True if `key` is present and not expired. Does not count as a read. Takes no lock.
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hash(key);
-        let shard = self.shard(hash).shard.read();
-        shard
-            .find(hash, key)
-            .is_some_and(|idx| !shard.may_expire(idx) || !shard.is_expired(idx, self.inner.clock.now()))
+        let guard = crossbeam_epoch::pin();
+        let store = &self.shard(hash).store;
+        store.find(hash, key, &guard).is_some_and(|found| match self.deadline_check(store, found.idx) {
+            Some(timer) => !timer.is_expired(self.inner.tti, self.inner.clock.now()),
+            None => true,
+        })
+    }
+
+    /// Slot `idx`'s timer, if its entry may expire.
+    #[inline]
+    fn deadline_check<'g>(&self, store: &'g Store<K, V>, idx: u32) -> Option<&'g entry::Timer> {
+        let timer = store.timer(idx)?;
+        (self.inner.tti.is_some() || timer.expires_at() != NEVER).then_some(timer)
     }
 
     /// The lookup behind `get`, without counting. An expired entry found on the way is reclaimed (which
     /// runs the listener), so this must not be called under any lock of ours: see [`Cache::peek`].
-    fn lookup<Q>(&self, hash: u64, key: &Q) -> Option<V>
+    fn lookup<Q>(&self, hash: u64, key: &Q, guard: &Guard) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let (value, expired) = self.peek(hash, key);
+        let (value, expired) = self.peek(hash, key, guard);
         if expired {
-            self.write(self.shard(hash), true, |_, _, _| ());
+            self.write(self.shard(hash), true, |_, _, _, _| ());
         }
         value
     }
@@ -338,17 +404,16 @@ where
     /// The live value for `key`, recording the read, and whether an expired entry was found instead.
     /// Runs no user code but `Eq` and `Clone`: it reclaims nothing and drops nothing, so callers holding
     /// a lock (single flight's re-check) may use it.
-    fn peek<Q>(&self, hash: u64, key: &Q) -> (Option<V>, bool)
+    fn peek<Q>(&self, hash: u64, key: &Q, guard: &Guard) -> (Option<V>, bool)
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
         let locked = self.shard(hash);
-        let read = self.read_entry(&locked.shard.read(), hash, key);
-        match read {
+        match self.read_entry(&locked.store, hash, key, guard) {
             Read::Hit(value, record) => {
                 if let Some((idx, generation)) = record {
-                    self.record_read(locked, idx, generation);
+                    self.record_read(locked, idx, generation, guard);
                 }
                 (Some(value), false)
             }
@@ -357,32 +422,42 @@ where
         }
     }
 
-    /// Looks `key` up in `shard`, whose shared lock the caller holds.
-    fn read_entry<Q>(&self, shard: &Shard<K, V>, hash: u64, key: &Q) -> Read<V>
+    /// Looks `key` up in `store`, without a lock.
+    #[inline]
+    fn read_entry<Q>(&self, store: &Store<K, V>, hash: u64, key: &Q, guard: &Guard) -> Read<V>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let Some(idx) = shard.find(hash, key) else { return Read::Miss };
-        if shard.may_expire(idx) {
+        let Some(found) = store.find(hash, key, guard) else { return Read::Miss };
+        if let Some(timer) = self.deadline_check(store, found.idx) {
             let now = self.inner.clock.now();
-            if shard.is_expired(idx, now) {
+            if timer.is_expired(self.inner.tti, now) {
                 return Read::Expired;
             }
-            shard.note_access(idx, now);
+            timer.touch(now);
         }
-        let entry = shard.entry(idx);
-        let record = shard.note_read_of(entry);
-        Read::Hit(entry.value.clone(), record.then(|| (idx, shard.generation(idx))))
+        let record = if self.inner.marks_reads {
+            // Stored only if not already set, so hot entries cost readers no write at all.
+            let mark = &found.slot.mark;
+            if mark.load(Relaxed) != policy::READ {
+                mark.store(policy::READ, Relaxed);
+            }
+            None
+        } else {
+            Some((found.idx, found.slot.generation()))
+        };
+        Read::Hit(found.entry.value.clone(), record)
     }
 
-    /// Records a read of slot `idx` for the policy, with no lock held.
-    fn record_read(&self, locked: &LockedShard<K, V>, idx: u32, generation: u32) {
+    /// Records a read of slot `idx` for the policy. Takes the writer's lock only if the buffer is full
+    /// and the lock is free.
+    fn record_read(&self, locked: &LockedShard<K, V>, idx: u32, generation: u32, _pinned: &Guard) {
         match locked.reads.push(idx, generation) {
             Pushed::Recorded => {}
             pushed => {
                 // Full: replay the buffer now if nobody holds the lock; otherwise the next writer will.
-                if let Some(mut shard) = locked.shard.try_write() {
+                if let Some(mut shard) = locked.writer.try_lock() {
                     locked.reads.drain(|i, g| shard.record_read(i, g));
                     if pushed == Pushed::Overflow {
                         shard.record_read(idx, generation);
@@ -392,42 +467,63 @@ where
         }
     }
 
-    /// Runs `f` on the shard under its exclusive lock, after replaying buffered reads and, when `now` is
-    /// needed, reclaiming expired entries; then publishes gauges, releases the lock and hands out
-    /// whatever left the shard.
+    /// Runs `f` on the shard under its writer's lock (with a guard pinned first), after replaying
+    /// buffered reads and, when `now` is needed, reclaiming expired entries; then publishes gauges,
+    /// releases the lock and hands out whatever left the shard.
     fn write<R>(
         &self,
         locked: &LockedShard<K, V>,
         needs_clock: bool,
-        f: impl FnOnce(&mut Shard<K, V>, Option<u64>, &mut Removals<K, V>) -> R,
+        f: impl FnOnce(&mut Shard<K, V>, Option<u64>, &mut Removals, &Guard) -> R,
     ) -> R {
+        self.write_then(locked, needs_clock, false, f)
+    }
+
+    /// [`write`](Self::write), handing retired slots to the epoch at once with `flush` (explicit removals,
+    /// so that removed values are dropped promptly).
+    fn write_then<R>(
+        &self,
+        locked: &LockedShard<K, V>,
+        needs_clock: bool,
+        flush: bool,
+        f: impl FnOnce(&mut Shard<K, V>, Option<u64>, &mut Removals, &Guard) -> R,
+    ) -> R {
+        let guard = crossbeam_epoch::pin();
         let mut out = Removals::new();
+        let heavy;
         let result = {
-            let mut shard = locked.shard.write();
+            let mut shard = locked.lock(&guard);
             locked.reads.drain(|i, g| shard.record_read(i, g));
             let now = (needs_clock || self.inner.expiring || shard.has_timers()).then(|| self.inner.clock.now());
             if let Some(now) = now {
-                shard.expire(now, &mut out);
+                shard.expire(now, &mut out, &guard);
             }
-            let result = f(&mut shard, now, &mut out);
+            let result = f(&mut shard, now, &mut out, &guard);
             if shard.observation_due() {
                 let (hits, misses) = self.inner.counters.hits_and_misses();
                 // Caffeine's sample: ten accesses per entry the cache can hold (at most 2^20 entries' worth).
                 let sample = 10 * self.len().max(shard.len() as u64 * self.inner.shards.len() as u64).min(1 << 20);
                 shard.observe(hits, misses, sample);
             }
+            heavy = shard.publish_retired(&guard, flush);
             locked.len.store(shard.len() as u64, Relaxed);
             locked.weight.store(shard.weight(), Relaxed);
             result
         };
-        self.notify(out);
+        self.notify(&locked.store, &out, &guard);
+        if heavy {
+            // Large departed values: move them to the epoch's global queue and collect now, with no lock
+            // held (collecting runs deferred drops), rather than at this thread's next 128th pin.
+            guard.flush();
+        }
         result
     }
 
-    /// Counts and announces departures; runs with no lock held.
-    fn notify(&self, removals: impl IntoIterator<Item = Removal<K, V>>) {
+    /// Counts and announces departures; runs with no lock held, under the guard that was pinned when
+    /// the slots were retired (so they are still readable).
+    fn notify(&self, store: &Store<K, V>, removals: &Removals, _retired_under: &Guard) {
         let Some(listener) = &self.inner.listener else {
-            // No listener: count by cause, one counter update per cause, and drop the entries here.
+            // No listener: count by cause, one counter update per cause.
             let mut by_cause = [0u64; RemovalCause::ALL.len()];
             for r in removals {
                 by_cause[r.cause.index()] += 1;
@@ -440,9 +536,13 @@ where
             return;
         };
         for r in removals {
+            // SAFETY: the slot was retired under `_retired_under`, which is still pinned, so its entry
+            // has not been handed back or dropped.
+            let entry = unsafe { store.slot_entry(r.idx) };
+            let (key, value) = ((listener.clone_key)(&entry.key), entry.value.clone());
             // Counted before the listener runs, so that a listener reading the stats sees its own removal.
             self.inner.counters.removed(r.cause, 1);
-            listener(r.key, r.value, r.cause);
+            (listener.call)(key, value, r.cause);
         }
     }
 
@@ -466,31 +566,26 @@ where
         let weight = self.weigh(&key, &value);
         let hash = self.hash(&key);
         let locked = self.shard(hash);
-        let rejected = self.write(locked, needs_clock, |shard, now, out| {
+        let outcome = self.write(locked, needs_clock, |shard, now, out, guard| {
             let expires_at = match (ttl, now) {
                 (Some(ttl), Some(now)) => deadline_after(now, ttl),
                 _ => NEVER,
             };
-            match shard.insert(Entry::new(key, value, hash, weight), expires_at, now, out) {
-                Inserted::New => {
-                    self.inner.counters.add(Counter::Insert, 1);
-                    None
-                }
-                Inserted::Updated => {
-                    self.inner.counters.add(Counter::Update, 1);
-                    None
-                }
-                Inserted::Rejected(k, v) => {
-                    self.inner.counters.add(Counter::Rejection, 1);
-                    Some((k, v))
+            shard.insert(key, value, hash, weight, expires_at, now, out, guard)
+        });
+        // Handed back by the shard so that their `Drop` runs here, outside the lock.
+        match outcome {
+            Inserted::New => self.inner.counters.add(Counter::Insert, 1),
+            Inserted::Updated(_duplicate_key) => self.inner.counters.add(Counter::Update, 1),
+            Inserted::Rejected(k, v) => {
+                self.inner.counters.add(Counter::Rejection, 1);
+                if let Some(listener) = &self.inner.listener {
+                    (listener.call)(k, v, RemovalCause::Capacity);
                 }
             }
-        });
+        }
         if let Some(started) = started {
             self.record_latency(observe::INSERT, started);
-        }
-        if let (Some((k, v)), Some(listener)) = (rejected, &self.inner.listener) {
-            listener(k, v, RemovalCause::Capacity);
         }
     }
 
@@ -502,10 +597,17 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hash(key);
-        let removed =
-            self.write(self.shard(hash), false, |shard, _, _| shard.remove(hash, key, RemovalCause::Removed))?;
-        let value = removed.value.clone();
-        self.notify(Some(removed));
+        let locked = self.shard(hash);
+        let guard = crossbeam_epoch::pin();
+        let removed = self.write_then(locked, false, true, |shard, _, out, guard| {
+            let r = shard.remove(hash, key, RemovalCause::Removed, guard)?;
+            out.push(r);
+            Some(r.idx)
+        })?;
+        // SAFETY: retired during the write above, under a guard pinned inside `write_then` after `guard`
+        // here was pinned: the epoch cannot hand the slot back while `guard` is held.
+        let value = unsafe { locked.store.slot_entry(removed) }.value.clone();
+        drop(guard);
         Some(value)
     }
 
@@ -516,8 +618,8 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hash(key);
-        self.write(self.shard(hash), false, |shard, _, out| {
-            shard.remove(hash, key, RemovalCause::Invalidated).map(|r| out.push(r)).is_some()
+        self.write_then(self.shard(hash), false, true, |shard, _, out, guard| {
+            shard.remove(hash, key, RemovalCause::Invalidated, guard).map(|r| out.push(r)).is_some()
         })
     }
 
@@ -535,21 +637,20 @@ where
     fn invalidate_where(&self, mut predicate: impl FnMut(&K, &V) -> bool) -> u64 {
         let mut total = 0;
         for locked in self.inner.shards.iter() {
-            let mut gone = Vec::new();
-            self.write(locked, false, |shard, _, _| {
-                shard.remove_if(&mut predicate, RemovalCause::Invalidated, &mut gone)
+            total += self.write_then(locked, false, true, |shard, _, out, guard| {
+                let before = out.len();
+                shard.remove_if(&mut predicate, RemovalCause::Invalidated, out, guard);
+                (out.len() - before) as u64
             });
-            total += gone.len() as u64;
-            self.notify(gone);
         }
         total
     }
 
-    /// Reclaims expired entries and replays buffered reads in every shard now, rather than on the next
-    /// write to each. Never needed for correctness.
+    /// Reclaims expired entries, replays buffered reads and hands departed entries to the epoch in
+    /// every shard now, rather than on the next write to each. Never needed for correctness.
     pub fn run_pending_tasks(&self) {
         for locked in self.inner.shards.iter() {
-            self.write(locked, false, |_, _, _| ());
+            self.write_then(locked, false, true, |_, _, _, _| ());
         }
     }
 
@@ -597,9 +698,13 @@ where
         }
         let locked = self.shard(hash);
         loop {
+            // Pinned before the flight table's lock, so that no deferred drop runs under it.
+            let guard = crossbeam_epoch::pin();
             // The re-check runs under the flight table's lock: it must not reclaim (the listener would run
             // under that lock), so an expired entry counts as absent and is replaced by this load.
-            match locked.flights.join(hash, &key, &self.inner.counters, || self.peek(hash, &key).0) {
+            let joined = locked.flights.join(hash, &key, &self.inner.counters, || self.peek(hash, &key, &guard).0);
+            drop(guard);
+            match joined {
                 Joined::Found(v) => return Ok(v),
                 Joined::Follower(flight) => {
                     if let Some(v) = flight.wait() {
@@ -630,7 +735,7 @@ where
     }
 
     /// Iterates over clones of the live entries, one shard at a time: weakly consistent, each shard's
-    /// part is a snapshot taken under its shared lock.
+    /// part is a snapshot taken under its lock.
     pub fn iter(&self) -> Iter<'_, K, V, S>
     where
         K: Clone,
@@ -644,19 +749,28 @@ where
         K: Clone,
     {
         let locked = self.inner.shards.get(index)?;
-        let shard = locked.shard.read();
+        let guard = crossbeam_epoch::pin();
+        let shard = locked.lock(&guard);
         let now = (self.inner.expiring || shard.has_timers()).then(|| self.inner.clock.now());
         Some(shard.snapshot(now))
+    }
+
+    /// Heap bytes of the cache's own structures (slots, timers, indices), without what keys and values
+    /// own. For memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        let guard = crossbeam_epoch::pin();
+        self.inner.shards.iter().map(|locked| locked.lock(&guard).heap_bytes()).sum()
     }
 
     /// Checks every shard's invariants; panics on the first broken one. Built for tests and loom only.
     #[cfg(any(test, loom))]
     #[doc(hidden)]
     pub fn validate(&self) {
+        let guard = crossbeam_epoch::pin();
         let mut total = 0;
         for locked in self.inner.shards.iter() {
-            let shard = locked.shard.read();
-            shard.validate();
+            let shard = locked.lock(&guard);
+            shard.validate(&guard);
             total += shard.capacity();
         }
         assert_eq!(total, self.inner.capacity, "shard capacities add up to the cache's");
