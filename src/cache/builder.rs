@@ -66,7 +66,7 @@ impl<K, V> CacheBuilder<K, V> {
         CacheBuilder {
             max_capacity: DEFAULT_MAX_CAPACITY,
             shards: None,
-            hasher: ahash::RandomState::new(),
+            hasher: default_hasher(),
             policy: Policy::default(),
             ttl: None,
             tti: None,
@@ -191,6 +191,19 @@ pub(crate) fn default_shards() -> usize {
         return 2;
     }
     std::thread::available_parallelism().map_or(4, |n| n.get() * 4).next_power_of_two()
+}
+
+/// A randomly seeded hasher (flood-resistant), except under loom, whose models must take the same path
+/// on every iteration (index positions depend on the hash).
+fn default_hasher() -> ahash::RandomState {
+    #[cfg(loom)]
+    {
+        ahash::RandomState::with_seeds(1, 2, 3, 4)
+    }
+    #[cfg(not(loom))]
+    {
+        ahash::RandomState::new()
+    }
 }
 
 /// The default shard count for `capacity`: [`default_shards`], at most one per 64 units of capacity.

@@ -113,7 +113,8 @@ impl<T> Segments<T> {
 impl<T> Drop for Segments<T> {
     fn drop(&mut self) {
         for (s, p) in self.dir.iter_mut().enumerate() {
-            let ptr = *p.get_mut();
+            // Relaxed: `&mut self`, so no other thread can be storing it.
+            let ptr = p.load(Ordering::Relaxed);
             if !ptr.is_null() {
                 let slice = std::ptr::slice_from_raw_parts_mut(ptr, segment_len(s));
                 // SAFETY: `ptr` came from `Box::<[T]>::into_raw` of exactly `segment_len(s)` elements in

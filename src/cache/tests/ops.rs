@@ -360,3 +360,56 @@ fn listener_may_load_through_the_cache_while_a_flight_rechecks() {
     assert_eq!(v, 12);
     assert!(expirations >= 1);
 }
+
+/// Every key and value is dropped exactly once, whatever path it leaves by (replaced, evicted, removed,
+/// invalidated, refused, or still held when the cache goes), even though departed entries are dropped
+/// later, by the epoch. Under Miri a double drop or a use after free is also an error.
+#[test]
+fn every_key_and_value_is_dropped_exactly_once() {
+    use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
+    static LIVE: AtomicI64 = AtomicI64::new(0);
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    struct Counted(u64);
+    impl Counted {
+        fn new(v: u64) -> Self {
+            LIVE.fetch_add(1, SeqCst);
+            Counted(v)
+        }
+    }
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            Counted::new(self.0)
+        }
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, SeqCst);
+        }
+    }
+    let n = if cfg!(miri) { 40 } else { 2_000 };
+    for policy in POLICIES {
+        {
+            let cache: Cache<Counted, std::sync::Arc<Counted>> = Cache::builder()
+                .max_capacity(16)
+                .policy(policy)
+                .weigher(|k: &Counted, _| if k.0 % 97 == 0 { 1_000 } else { 1 })
+                .eviction_listener(|_, _, _| {})
+                .build();
+            for i in 0..n {
+                let k = i % 40;
+                cache.insert(Counted::new(k), std::sync::Arc::new(Counted::new(i)));
+                if i % 7 == 0 {
+                    cache.remove(&Counted::new(k + 1));
+                }
+                if i % 11 == 0 {
+                    cache.invalidate(&Counted::new(k + 2));
+                }
+                let _ = cache.get(&Counted::new(k));
+            }
+            cache.invalidate_if(|k, _| k.0 % 3 == 0);
+            cache.validate();
+        }
+        // Entries the epoch still held when the cache went were dropped with it.
+        assert_eq!(LIVE.load(SeqCst), 0, "{policy:?}: keys and values alive after the cache was dropped");
+    }
+}
