@@ -392,7 +392,7 @@ fn every_key_and_value_is_dropped_exactly_once() {
             let cache: Cache<Counted, std::sync::Arc<Counted>> = Cache::builder()
                 .max_capacity(16)
                 .policy(policy)
-                .weigher(|k: &Counted, _| if k.0 % 97 == 0 { 1_000 } else { 1 })
+                .weigher(|k: &Counted, _| if k.0.is_multiple_of(97) { 1_000 } else { 1 })
                 .eviction_listener(|_, _, _| {})
                 .build();
             for i in 0..n {
