@@ -696,3 +696,74 @@ fn holds_flush_ok_means_on_backend_under_concurrent_writes() {
         });
     }
 }
+
+/// Edge arguments: ranges past the end or overflowing u64, reader seeks, for small and large files.
+#[test]
+fn holds_range_and_seek_edges() {
+    each(|e, _| {
+        let fs = &e.fs;
+        let small: Vec<u8> = (0..100u8).collect();
+        let large: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        fs.write("small", small.clone()).unwrap();
+        fs.write("large", large.clone()).unwrap();
+        for (p, data) in [("small", &small), ("large", &large)] {
+            let n = data.len() as u64;
+            for (off, len) in [(0, 0), (n, 10), (n + 5, 10), (n - 1, u64::MAX), (u64::MAX, 1), (u64::MAX - 1, 10), (1, u64::MAX)] {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fs.read_range(p, off, len)));
+                let r = r.unwrap_or_else(|_| panic!("{}: read_range({p}, {off}, {len}) panicked", e.label));
+                if let Ok(b) = r {
+                    let start = off.min(n) as usize;
+                    let end = off.saturating_add(len).min(n) as usize;
+                    assert_eq!(&b[..], &data[start..end.max(start)], "{}: read_range({p}, {off}, {len})", e.label);
+                }
+            }
+            let mut r = fs.open(p).unwrap();
+            assert_eq!(r.len(), n);
+            assert_eq!(r.seek(SeekFrom::End(-3)).unwrap(), n - 3);
+            let mut buf = Vec::new();
+            r.read_to_end(&mut buf).unwrap();
+            assert_eq!(&buf[..], &data[data.len() - 3..], "{}: {p}", e.label);
+            assert!(r.seek(SeekFrom::Current(-(n as i64) - 1)).is_err());
+            assert_eq!(r.seek(SeekFrom::Start(n + 100)).unwrap(), n + 100);
+            let mut one = [0u8; 1];
+            assert_eq!(r.read(&mut one).unwrap(), 0, "{}: read past the end", e.label);
+            r.seek(SeekFrom::Start(7)).unwrap();
+            let mut buf = vec![0u8; 5];
+            r.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf[..], &data[7..12]);
+        }
+    });
+}
+
+/// A large file opened for reading, then removed or rewritten: later reads fail with `Modified` or
+/// return the opened version, never bytes of another; a small file is a snapshot.
+#[test]
+fn holds_reader_of_removed_or_rewritten_file() {
+    each(|e, _| {
+        let fs = &e.fs;
+        fs.write("big", vec![1u8; 50_000]).unwrap();
+        fs.write("small", vec![1u8; 100]).unwrap();
+        let mut rb = fs.open("big").unwrap();
+        let mut rs = fs.open("small").unwrap();
+        let mut head = vec![0u8; 3000];
+        rb.read_exact(&mut head).unwrap();
+        fs.write("big", vec![2u8; 50_000]).unwrap();
+        fs.write("small", vec![2u8; 100]).unwrap();
+        fs.clear();
+        let mut rest = Vec::new();
+        match rb.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.iter().all(|&b| b == 1) && rest.len() == 47_000, "{}: mixed versions", e.label),
+            Err(err) => assert!(rest.iter().all(|&b| b == 1), "{}: {err}", e.label),
+        }
+        let mut all = Vec::new();
+        rs.read_to_end(&mut all).unwrap();
+        assert_eq!(all, vec![1u8; 100], "{}: small file is not a snapshot", e.label);
+        let mut rb = fs.open("big").unwrap();
+        fs.remove("big").unwrap();
+        fs.clear();
+        let mut rest = Vec::new();
+        if rb.read_to_end(&mut rest).is_ok() {
+            assert!(rest.iter().all(|&b| b == 2) && rest.len() == 50_000, "{}", e.label);
+        }
+    });
+}

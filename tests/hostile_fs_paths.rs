@@ -209,6 +209,14 @@ fn run(steps: &[Step], os: bool, mode: WriteMode) -> Result<(), String> {
                 on.map(|b| b.len())
             )));
         }
+        let exists = fs.exists(p).unwrap_or(false);
+        let len = fs.stat(p).ok().map(|m| m.len);
+        if exists != on.is_some() || len != on.as_ref().map(|b| b.len() as u64) {
+            return Err(ctx(format!(
+                "metadata disagrees with the backend at {p:?}: exists {exists}, stat len {len:?}, backend {:?}",
+                on.map(|b| b.len())
+            )));
+        }
         if !model.contains_key(p) && on.is_some() && !model.keys().any(|k| under(k, p)) {
             return Err(ctx(format!("{p:?} is on the backend but nothing acknowledged put it there")));
         }
