@@ -1109,3 +1109,38 @@ fn holds_get_with_makes_progress_under_insert_invalidate_churn() {
         });
     }
 }
+
+/// "A panicking loader, weigher, listener, or key `Hash`/`Eq` propagates to the caller; the cache
+/// stays usable and consistent."
+#[test]
+fn holds_panicking_weigher_and_listener_leave_the_cache_consistent() {
+    for policy in POLICIES {
+        watchdog(30, "panics", move || {
+            let cache: Cache<u64, u64> = Cache::builder()
+                .max_capacity(10)
+                .shards(1)
+                .policy(policy)
+                .weigher(|k, _| if *k == 13 { panic!("weigher") } else { 1 })
+                .eviction_listener(|k, _, _| {
+                    if k % 5 == 0 {
+                        panic!("listener")
+                    }
+                })
+                .build();
+            for k in 0..100u64 {
+                let c = cache.clone();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || c.insert(k, k)));
+                let c = cache.clone();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || c.get_with(k + 1000, || k)));
+                assert!(cache.weighted_size() <= 10, "{policy:?}");
+                assert_eq!(cache.len(), cache.iter().count() as u64, "{policy:?}");
+            }
+            let c = cache.clone();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || c.invalidate_all()));
+            cache.insert(1, 1);
+            assert_eq!(cache.get(&1), Some(1), "{policy:?}: unusable after panics");
+            let s = cache.stats();
+            assert_eq!(s.entries, cache.iter().count() as u64, "{policy:?}: {s:?}");
+        });
+    }
+}
