@@ -79,7 +79,7 @@ fn say(line: &str) {
 }
 
 #[test]
-#[ignore = "run by hostile_crash_kill9 in a child process"]
+#[ignore = "run by holds_kill9_during_write_back in a child process"]
 fn hostile_crash_child() {
     let (Ok(dir), Ok(seed)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_SEED)) else {
         panic!("run by its parent")

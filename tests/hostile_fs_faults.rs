@@ -251,5 +251,5 @@ fn sweep(seeds: std::ops::Range<u64>, steps: usize) {
 
 #[test]
 fn holds_random_operations_with_faults_lose_nothing_acknowledged() {
-    sweep(0..12, 300);
+    sweep(0..6, 250);
 }

@@ -901,3 +901,42 @@ fn holds_low_priority_warm_evicts_nothing() {
         );
     }
 }
+
+/// "a rename or streamed commit claims its target for its duration": a rename onto `c` racing a
+/// write-back write of `c/y` (and a streamed writer committing `c` racing a write of `c/y`) must never
+/// leave an acknowledged write that cannot be flushed.
+#[test]
+fn holds_rename_and_commit_racing_conflicting_writes() {
+    for os in [false, true] {
+        let e = env(os, WB_SLOW);
+        let fs = &e.fs;
+        for round in 0..200 {
+            let src = format!("src{round}");
+            let c = format!("r{round}/c");
+            let cy = format!("r{round}/c/y");
+            fs.write(&src, vec![1u8; 100]).unwrap();
+            if round % 2 == 0 {
+                fs.flush().unwrap();
+            }
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    barrier.wait();
+                    if round % 3 == 0 {
+                        let mut w = fs.create(&c).unwrap_or_else(|_| fs.create(format!("r{round}/other")).unwrap());
+                        w.write_all(&vec![2u8; 20_000]).unwrap();
+                        let _ = w.close();
+                    } else {
+                        let _ = fs.rename(&src, &c);
+                    }
+                });
+                s.spawn(|| {
+                    barrier.wait();
+                    let _ = fs.write(&cy, vec![3u8; 10]);
+                });
+            });
+        }
+        let r = fs.flush();
+        assert!(r.is_ok(), "{}: acknowledged writes that cannot be flushed: {r:?}", e.label);
+    }
+}

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachefs::fs::{CacheFs, OsBackend, WriteMode};
+use cachefs::fs::{CacheFs, MemBackend, WriteMode};
 
 const SCENARIO: &str = "HOSTILE_RSS_SCENARIO";
 const BUDGET: u64 = 16 << 20;
@@ -23,13 +23,12 @@ fn rss_kib() -> u64 {
 #[ignore = "run by the other tests of this file in a child process"]
 fn hostile_rss_child() {
     let scenario = std::env::var(SCENARIO).expect("run by its parent");
-    let dir = tempfile::tempdir().unwrap();
     let mode = if scenario.ends_with("wb") {
         WriteMode::WriteBack { delay: Duration::from_millis(5), max_dirty_bytes: 4 << 20 }
     } else {
         WriteMode::WriteThrough
     };
-    let fs = CacheFs::builder(OsBackend::new(dir.path()).unwrap()).max_bytes(BUDGET).write_mode(mode).build();
+    let fs = CacheFs::builder(MemBackend::new()).max_bytes(BUDGET).write_mode(mode).build();
     let before = rss_kib();
     match scenario.trim_end_matches("_wb") {
         // 4,000 writes of 100 bytes handed over as `Bytes` made from a Vec with 64 KiB of (touched)
