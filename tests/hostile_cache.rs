@@ -347,11 +347,8 @@ fn holds_time_to_idle_refreshed_by_every_read_even_in_bursts() {
 #[test]
 fn holds_time_to_idle_refreshed_by_concurrent_reads() {
     let clock = ManualClock::new();
-    let cache: Cache<u64, u64> = Cache::builder()
-        .max_capacity(10_000)
-        .time_to_idle(Duration::from_secs(10))
-        .clock(clock.clone())
-        .build();
+    let cache: Cache<u64, u64> =
+        Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(10)).clock(clock.clone()).build();
     for k in 0..4000 {
         cache.insert(k, k);
     }
@@ -431,12 +428,8 @@ fn holds_overweight_entry_refused_counted_and_evicts_nothing() {
 #[test]
 fn holds_refused_replacement_does_not_leave_the_old_value() {
     for policy in POLICIES {
-        let cache: Cache<u64, u64> = Cache::builder()
-            .max_capacity(100)
-            .shards(1)
-            .policy(policy)
-            .weigher(|_k, v| *v as u32)
-            .build();
+        let cache: Cache<u64, u64> =
+            Cache::builder().max_capacity(100).shards(1).policy(policy).weigher(|_k, v| *v as u32).build();
         cache.insert(1, 10);
         cache.insert(1, 1000); // refused: heavier than the shard
         assert_ne!(cache.get(&1), Some(10), "{policy:?}: a refused replacement left the stale old value");
@@ -475,7 +468,7 @@ fn holds_odd_shard_counts_and_capacities() {
                 assert!(cache.weighted_size() <= cap, "cap {cap} shards {shards} {policy:?}");
             }
             if cap >= 1 {
-                assert!(cache.len() >= 1, "cap {cap} shards {shards} {policy:?}: stores nothing");
+                assert!(!cache.is_empty(), "cap {cap} shards {shards} {policy:?}: stores nothing");
             }
         }
     }
@@ -535,12 +528,8 @@ fn defect_listener_nested_get_with_deadlocks() {
 fn holds_capacity_never_exceeded_concurrently() {
     for policy in POLICIES {
         let cap = 5_000u64;
-        let cache: Cache<u64, u64> = Cache::builder()
-            .max_capacity(cap)
-            .shards(4)
-            .policy(policy)
-            .weigher(|_k, v| (*v % 300) as u32)
-            .build();
+        let cache: Cache<u64, u64> =
+            Cache::builder().max_capacity(cap).shards(4).policy(policy).weigher(|_k, v| (*v % 300) as u32).build();
         let stop = AtomicBool::new(false);
         let worst = AtomicU64::new(0);
         std::thread::scope(|s| {
@@ -618,7 +607,12 @@ fn holds_room_for_is_exact_single_threaded() {
                 let w = 1 + rng.below(room);
                 cache.insert(k, w);
                 let after = events.lock().unwrap().clone();
-                assert_eq!(after.len(), before, "{policy:?}: inserting {w} ≤ room_for {room} evicted {:?}", &after[before..]);
+                assert_eq!(
+                    after.len(),
+                    before,
+                    "{policy:?}: inserting {w} ≤ room_for {room} evicted {:?}",
+                    &after[before..]
+                );
                 assert_eq!(cache.get(&k), Some(w), "{policy:?}: an entry within room_for was not kept");
             } else {
                 // The shard is full: make some room.
@@ -736,7 +730,7 @@ fn holds_loader_error_goes_only_to_its_caller() {
         let got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
         assert!(got.iter().all(|r| r.is_ok()), "a waiter received another caller's error: {got:?}");
         let v = cache.get(&1).expect("stored by a waiter");
-        assert!(got.iter().any(|r| *r == Ok(v)));
+        assert!(got.contains(&Ok(v)));
     });
 }
 
@@ -772,7 +766,11 @@ fn holds_loader_may_use_the_cache() {
 
 type Slot = Arc<OnceLock<Cache<u64, u64>>>;
 
-fn reentrant_cache(policy: Policy, clock: &ManualClock, act: impl Fn(&Cache<u64, u64>, u64, u64, RemovalCause) + Send + Sync + 'static) -> Cache<u64, u64> {
+fn reentrant_cache(
+    policy: Policy,
+    clock: &ManualClock,
+    act: impl Fn(&Cache<u64, u64>, u64, u64, RemovalCause) + Send + Sync + 'static,
+) -> Cache<u64, u64> {
     let slot: Slot = Arc::default();
     let s2 = Arc::clone(&slot);
     let cache: Cache<u64, u64> = Cache::builder()
@@ -1035,7 +1033,12 @@ fn check_prometheus(text: &str, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("m.prom");
     std::fs::write(&file, text).unwrap();
-    if let Ok(out) = std::process::Command::new("promtool").arg("check").arg("metrics").stdin(std::fs::File::open(&file).unwrap()).output() {
+    if let Ok(out) = std::process::Command::new("promtool")
+        .arg("check")
+        .arg("metrics")
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+    {
         let err = String::from_utf8_lossy(&out.stderr);
         // promtool lints (e.g. counters without _total) are warnings; parse errors are failures.
         assert!(
@@ -1074,7 +1077,11 @@ fn defect_load_overwrites_an_insert_made_during_the_load() {
             inserted.wait();
             let got = loader.join().unwrap();
             let now = cache.get(&1);
-            assert_eq!(now, Some(222), "{policy:?}: a load that began before insert(1, 222) overwrote it (get_with returned {got})");
+            assert_eq!(
+                now,
+                Some(222),
+                "{policy:?}: a load that began before insert(1, 222) overwrote it (get_with returned {got})"
+            );
         });
     }
 }

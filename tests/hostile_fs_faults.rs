@@ -54,7 +54,8 @@ fn show(c: &Content) -> String {
 
 fn run(os: bool, mode: WriteMode, seed: u64, steps: usize) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(if os { Faulty::new(OsBackend::new(dir.path()).unwrap()) } else { Faulty::new(MemBackend::new()) });
+    let store =
+        Arc::new(if os { Faulty::new(OsBackend::new(dir.path()).unwrap()) } else { Faulty::new(MemBackend::new()) });
     let fs = CacheFs::builder(Arc::clone(&store))
         .max_bytes(256 << 10)
         .large_file_threshold(8192)
@@ -191,7 +192,11 @@ fn run(os: bool, mode: WriteMode, seed: u64, steps: usize) -> Result<(), String>
             if !set.contains(&got) {
                 return fail(
                     &log,
-                    format!("read {rp} returned {}, allowed {:?}", show(&got), set.iter().map(show).collect::<Vec<_>>()),
+                    format!(
+                        "read {rp} returned {}, allowed {:?}",
+                        show(&got),
+                        set.iter().map(show).collect::<Vec<_>>()
+                    ),
                 );
             }
             log.push(format!("   read {rp} -> {}", show(&got)));
@@ -215,7 +220,11 @@ fn run(os: bool, mode: WriteMode, seed: u64, steps: usize) -> Result<(), String>
         if !allowed[p].contains(&on) {
             return fail(
                 &log,
-                format!("after flush, {p} holds {}, allowed {:?}", show(&on), allowed[p].iter().map(show).collect::<Vec<_>>()),
+                format!(
+                    "after flush, {p} holds {}, allowed {:?}",
+                    show(&on),
+                    allowed[p].iter().map(show).collect::<Vec<_>>()
+                ),
             );
         }
         let st = fs.stat(p).ok().map(|m| m.len);

@@ -214,7 +214,11 @@ fn holds_failed_seek_fails_the_writer() {
             let later = w.write_all(b"x");
             let closed = w.close();
             assert!(later.is_err(), "{} {size}: a write after a failed seek succeeded", e.label);
-            assert!(matches!(closed, Err(Error::WriterFailed { .. })), "{} {size}: close after failed seek: {closed:?}", e.label);
+            assert!(
+                matches!(closed, Err(Error::WriterFailed { .. })),
+                "{} {size}: close after failed seek: {closed:?}",
+                e.label
+            );
             assert_eq!(&fs.read("f").unwrap()[..], b"OLD");
         }
     });
@@ -244,12 +248,21 @@ fn holds_failed_stream_write_stores_nothing() {
                     let r = w.close();
                     e.store.heal();
                     if failed {
-                        assert!(matches!(r, Err(Error::WriterFailed { .. })), "{} errno {errno} nth {nth}: {r:?}", e.label);
+                        assert!(
+                            matches!(r, Err(Error::WriterFailed { .. })),
+                            "{} errno {errno} nth {nth}: {r:?}",
+                            e.label
+                        );
                         assert_eq!(&fs.read("f").unwrap()[..], b"OLD", "{}", e.label);
                         fs.flush().unwrap();
                         assert_eq!(e.on_backend("f").as_deref(), Some(&b"OLD"[..]), "{}", e.label);
                     }
-                    assert!(e.temp_files().is_empty(), "{}: a failed writer left temporaries {:?}", e.label, e.temp_files());
+                    assert!(
+                        e.temp_files().is_empty(),
+                        "{}: a failed writer left temporaries {:?}",
+                        e.label,
+                        e.temp_files()
+                    );
                 }
             }
         }
@@ -388,7 +401,10 @@ fn holds_large_file_readers_never_mix_versions() {
                                         }
                                         Err(err) => {
                                             let inner = err.get_ref().and_then(|e| e.downcast_ref::<Error>());
-                                            assert!(matches!(inner, Some(Error::Modified { .. })), "{label}: reader error {err:?}");
+                                            assert!(
+                                                matches!(inner, Some(Error::Modified { .. })),
+                                                "{label}: reader error {err:?}"
+                                            );
                                             check_one_version(&buf, false, label);
                                             modified.fetch_add(1, SeqCst);
                                         }
@@ -471,7 +487,10 @@ fn holds_races_on_one_path_end_consistent() {
                                 _ => {
                                     if let Ok(b) = fs.read(p) {
                                         let w0 = &b[..8.min(b.len())];
-                                        assert!(b.chunks(8).all(|c| c == &w0[..c.len()]), "{label}: a read mixed versions");
+                                        assert!(
+                                            b.chunks(8).all(|c| c == &w0[..c.len()]),
+                                            "{label}: a read mixed versions"
+                                        );
                                     }
                                 }
                             }
@@ -528,7 +547,11 @@ fn holds_concurrent_conflicting_writes_never_both_acknowledged() {
             }
         }
         let flushed = fs.flush();
-        assert!(both == 0 && flushed.is_ok(), "{}: {both} rounds acknowledged both a and a/b; flush: {flushed:?}", e.label);
+        assert!(
+            both == 0 && flushed.is_ok(),
+            "{}: {both} rounds acknowledged both a and a/b; flush: {flushed:?}",
+            e.label
+        );
     }
 }
 
@@ -560,7 +583,12 @@ fn holds_warm_while_writing_never_serves_the_pinned_old_content() {
                 let _ = handle.join();
                 for i in 0..n {
                     let b = fs.read(format!("w/{i}")).unwrap();
-                    assert!(b.iter().all(|&x| x == 3), "{} {priority:?}: w/{i} reads version {} after the warm", e.label, b[0]);
+                    assert!(
+                        b.iter().all(|&x| x == 3),
+                        "{} {priority:?}: w/{i} reads version {} after the warm",
+                        e.label,
+                        b[0]
+                    );
                 }
                 // evict everything and read again
                 for i in 0..n * 3 {
@@ -568,7 +596,12 @@ fn holds_warm_while_writing_never_serves_the_pinned_old_content() {
                 }
                 for i in 0..n {
                     let b = fs.read(format!("w/{i}")).unwrap();
-                    assert!(b.iter().all(|&x| x == 3), "{} {priority:?}: w/{i} reads version {} after evictions", e.label, b[0]);
+                    assert!(
+                        b.iter().all(|&x| x == 3),
+                        "{} {priority:?}: w/{i} reads version {} after evictions",
+                        e.label,
+                        b[0]
+                    );
                 }
                 fs.flush().unwrap();
                 for i in 0..n {
@@ -628,7 +661,7 @@ fn holds_stats_sanity() {
         let st = fs.stats();
         assert_eq!((st.writes, st.bytes_written), (10, 1000), "{}: {st:?}", e.label);
         if wb {
-            assert_eq!(st.dirty_bytes + st.flushed_bytes >= 1000, true);
+            assert!(st.dirty_bytes + st.flushed_bytes >= 1000);
         }
         fs.flush().unwrap();
         let before = fs.stats();
@@ -636,7 +669,12 @@ fn holds_stats_sanity() {
             fs.read(format!("s/{i}")).unwrap();
         }
         let after = fs.stats();
-        assert_eq!(after.read_hits + after.read_misses - before.read_hits - before.read_misses, 10, "{}: {after:?}", e.label);
+        assert_eq!(
+            after.read_hits + after.read_misses - before.read_hits - before.read_misses,
+            10,
+            "{}: {after:?}",
+            e.label
+        );
         fs.remove("s/0").unwrap();
         assert_eq!(fs.remove_all("s").unwrap(), 9, "{}", e.label);
         assert_eq!(fs.stats().removed, 10, "{}", e.label);
@@ -689,7 +727,11 @@ fn holds_flush_ok_means_on_backend_under_concurrent_writes() {
                 for (p, v) in snapshot {
                     let on = e.on_backend(&p).expect("acknowledged file missing after flush Ok");
                     let got = u64::from_le_bytes(on[..8].try_into().unwrap());
-                    assert!(got >= v, "{}: {p} on backend is version {got}, {v} was acknowledged before flush", e.label);
+                    assert!(
+                        got >= v,
+                        "{}: {p} on backend is version {got}, {v} was acknowledged before flush",
+                        e.label
+                    );
                 }
             }
             stop.store(true, SeqCst);
@@ -708,7 +750,9 @@ fn holds_range_and_seek_edges() {
         fs.write("large", large.clone()).unwrap();
         for (p, data) in [("small", &small), ("large", &large)] {
             let n = data.len() as u64;
-            for (off, len) in [(0, 0), (n, 10), (n + 5, 10), (n - 1, u64::MAX), (u64::MAX, 1), (u64::MAX - 1, 10), (1, u64::MAX)] {
+            for (off, len) in
+                [(0, 0), (n, 10), (n + 5, 10), (n - 1, u64::MAX), (u64::MAX, 1), (u64::MAX - 1, 10), (1, u64::MAX)]
+            {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fs.read_range(p, off, len)));
                 let r = r.unwrap_or_else(|_| panic!("{}: read_range({p}, {off}, {len}) panicked", e.label));
                 if let Ok(b) = r {
@@ -776,11 +820,20 @@ fn holds_write_back_stall_answers_instead_of_hanging() {
     for os in [false, true] {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let e = env_with(os, WriteMode::WriteBack { delay: Duration::from_millis(5), max_dirty_bytes: 10_000 }, 1 << 20, 8192, 2048);
+            let e = env_with(
+                os,
+                WriteMode::WriteBack { delay: Duration::from_millis(5), max_dirty_bytes: 10_000 },
+                1 << 20,
+                8192,
+                2048,
+            );
             e.store.fail_always(Op::Write, EIO);
             let mut outcomes = Vec::new();
             for i in 0..30 {
-                outcomes.push(e.fs.write(format!("s/{i}"), vec![1u8; 1000]).map_err(|e| matches!(e, Error::WriteBackStalled { .. })));
+                outcomes.push(
+                    e.fs.write(format!("s/{i}"), vec![1u8; 1000])
+                        .map_err(|e| matches!(e, Error::WriteBackStalled { .. })),
+                );
             }
             let accepted: Vec<usize> = (0..30).filter(|&i| outcomes[i].is_ok()).collect();
             let stalled = outcomes.iter().filter(|o| **o == Err(true)).count();
@@ -857,8 +910,17 @@ fn holds_content_ttl_never_drops_dirty_data() {
     for os in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let clock = cachefs::ManualClock::new();
-        let b = if os { CacheFs::builder(OsBackend::new(dir.path()).unwrap()) } else { CacheFs::builder(MemBackend::new()) };
-        let fs = b.write_mode(WB_SLOW).content_ttl(Duration::from_secs(1)).metadata_ttl(Duration::from_secs(1)).clock(clock.clone()).build();
+        let b = if os {
+            CacheFs::builder(OsBackend::new(dir.path()).unwrap())
+        } else {
+            CacheFs::builder(MemBackend::new())
+        };
+        let fs = b
+            .write_mode(WB_SLOW)
+            .content_ttl(Duration::from_secs(1))
+            .metadata_ttl(Duration::from_secs(1))
+            .clock(clock.clone())
+            .build();
         fs.write("d", b"dirty".to_vec()).unwrap();
         for _ in 0..5 {
             clock.advance(Duration::from_secs(10));

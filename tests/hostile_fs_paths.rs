@@ -72,7 +72,11 @@ trait BuilderFor {
 }
 impl BuilderFor for CacheFs {
     fn builder_for(os: bool, dir: Option<&TempDir>) -> cachefs::fs::CacheFsBuilder {
-        if os { CacheFs::builder(OsBackend::new(dir.unwrap().path()).unwrap()) } else { CacheFs::builder(MemBackend::new()) }
+        if os {
+            CacheFs::builder(OsBackend::new(dir.unwrap().path()).unwrap())
+        } else {
+            CacheFs::builder(MemBackend::new())
+        }
     }
 }
 
@@ -292,7 +296,10 @@ fn holds_replaced_directory_is_not_remembered_as_directory() {
             "deep remove_all then file then child",
             vec![w("d/e/f", "1"), F, rmall("d"), w("d/e", "2"), F, w("d/e/g", "3"), w("d/e/g/h", "4")],
         ),
-        ("rename a file over a removed dir", vec![w("d/f", "1"), w("x", "x"), F, rmall("d"), mv("x", "d"), w("d/h", "3")]),
+        (
+            "rename a file over a removed dir",
+            vec![w("d/f", "1"), w("x", "x"), F, rmall("d"), mv("x", "d"), w("d/h", "3")],
+        ),
     ]);
 }
 
@@ -320,7 +327,10 @@ fn holds_rename_into_pending_directories() {
         ("rename a dir with a pending file", vec![w("dir/x", "1"), mv("dir", "dir2")]),
         ("remove a dir", vec![w("dir/x", "1"), F, rm("dir")]),
         ("remove a pending dir", vec![w("dir/x", "1"), rm("dir")]),
-        ("remove_all a pending tree then reuse", vec![w("r/x/y", "1"), w("r/z", "2"), rmall("r"), w("r", "3"), w("r2/x", "4")]),
+        (
+            "remove_all a pending tree then reuse",
+            vec![w("r/x/y", "1"), w("r/z", "2"), rmall("r"), w("r", "3"), w("r2/x", "4")],
+        ),
         ("remove_all prefix is by component", vec![w("ab", "1"), w("a/x", "2"), rmall("a"), w("a", "3")]),
     ]);
 }
@@ -340,18 +350,38 @@ fn holds_odd_path_shapes() {
         ("255-byte name", vec![W(n255.clone(), b"1".to_vec()), W(format!("{n255}/{n255}"), b"2".to_vec())]),
         ("256-byte name", vec![W(n256.clone(), b"1".to_vec())]),
         ("255-byte name of 3-byte chars", vec![W(euro85.clone(), b"1".to_vec()), W(euro86, b"1".to_vec())]),
-        ("temp name cut inside a char", vec![W(split.clone(), b"1".to_vec()), W(format!("{split}x/{split}"), b"2".to_vec())]),
+        (
+            "temp name cut inside a char",
+            vec![W(split.clone(), b"1".to_vec()), W(format!("{split}x/{split}"), b"2".to_vec())],
+        ),
         ("temp name cut inside a char, 255 bytes", vec![W(split2, b"1".to_vec())]),
         ("4-byte chars", vec![W(emoji.clone(), b"1".to_vec()), W(format!("{emoji}d/{emoji}"), b"1".to_vec())]),
         ("streamed writer, char-split name", vec![C(split.clone(), vec![1; 20_000], true)]),
         ("temp marker", vec![w("a.cachefs-tmp.b", "1"), w(".cachefs-tmp.", "2"), w("x.cachefs-tmp.y/z", "3")]),
-        ("near temp marker", vec![w(".cachefs-tmp", "1"), w("cachefs-tmp.", "2"), w(".x.cachefs-tmp.abcdefghijkl", "3")]),
+        (
+            "near temp marker",
+            vec![w(".cachefs-tmp", "1"), w("cachefs-tmp.", "2"), w(".x.cachefs-tmp.abcdefghijkl", "3")],
+        ),
         ("temp marker in a renamed target", vec![w("a", "1"), mv("a", "b.cachefs-tmp.c")]),
         ("temp marker in a renamed dir", vec![w("a/f", "1"), F, mv("a", "d.cachefs-tmp.e")]),
         ("odd spellings", vec![w("a/", "1"), w("./b", "2"), w("c//d", "3"), w("e/./f/.", "4"), w("g/h/../i", "5")]),
-        ("invalid", vec![w("", "1"), w(".", "2"), w("a/..", "3"), w("/abs", "4"), w("..", "5"), w("a/../..", "6"), w("n\0ul", "7")]),
+        (
+            "invalid",
+            vec![
+                w("", "1"),
+                w(".", "2"),
+                w("a/..", "3"),
+                w("/abs", "4"),
+                w("..", "5"),
+                w("a/../..", "6"),
+                w("n\0ul", "7"),
+            ],
+        ),
         ("unicode", vec![w("ü/ñ.txt", "1"), w("u\u{308}/n\u{303}.txt", "2"), w("日本/語", "3"), w("tab\tnl\n", "4")]),
-        ("odd characters", vec![w("-dash", "1"), w("sp ace ", "2"), w("back\\slash", "3"), w("...", "4"), w("..a", "5")]),
+        (
+            "odd characters",
+            vec![w("-dash", "1"), w("sp ace ", "2"), w("back\\slash", "3"), w("...", "4"), w("..a", "5")],
+        ),
         ("zero-length file", vec![w("empty", ""), w("empty/x", "1")]),
     ]);
 }
@@ -391,8 +421,13 @@ fn defect_remove_all_of_a_file_depends_on_flush_timing() {
     let mut report = Vec::new();
     for os in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let b = if os { CacheFs::builder(OsBackend::new(dir.path()).unwrap()) } else { CacheFs::builder(MemBackend::new()) };
-        let fs = b.write_mode(WriteMode::WriteBack { delay: Duration::from_secs(3600), max_dirty_bytes: 1 << 20 }).build();
+        let b = if os {
+            CacheFs::builder(OsBackend::new(dir.path()).unwrap())
+        } else {
+            CacheFs::builder(MemBackend::new())
+        };
+        let fs =
+            b.write_mode(WriteMode::WriteBack { delay: Duration::from_secs(3600), max_dirty_bytes: 1 << 20 }).build();
         // the same call on a dirty file and on a flushed one
         fs.write("flushed", b"1".to_vec()).unwrap();
         fs.flush().unwrap();
