@@ -478,7 +478,7 @@ fn holds_odd_shard_counts_and_capacities() {
 /// request must be capped, not overflow to zero shards (the build succeeds, the first insert panics
 /// with an index out of bounds in release builds).
 #[test]
-fn defect_shards_request_overflows_to_zero_shards() {
+fn huge_shard_requests_are_capped() {
     let result = std::panic::catch_unwind(|| {
         let cache: Cache<u64, u64> = Cache::builder().max_capacity(10).shards(usize::MAX / 2 + 2).build();
         cache.insert(1, 1);
@@ -492,7 +492,7 @@ fn defect_shards_request_overflows_to_zero_shards() {
 /// loading: the nested listener's `get_with(outer key)` waits for the outer flight, on the same
 /// thread, forever. Capacity 1, one shard, every policy.
 #[test]
-fn defect_listener_nested_get_with_deadlocks() {
+fn listener_reloading_evicted_keys_never_deadlocks() {
     for policy in POLICIES {
         watchdog(10, &format!("{policy:?}: listener reloading evicted keys"), move || {
             thread_local!(static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
@@ -802,7 +802,7 @@ fn holds_listener_reentrancy_never_deadlocks() {
             let cache = reentrant_cache(policy, &clock, move |c, k, _v, cause| {
                 thread_local!(static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
                 d.fetch_add(1, SeqCst);
-                // Listeners nested in listeners are tested apart (defect_listener_nested_get_with_deadlocks).
+                // Listeners nested in listeners are tested apart (listener_reloading_evicted_keys_never_deadlocks).
                 if DEPTH.get() >= 1 {
                     return;
                 }
@@ -1059,7 +1059,7 @@ fn check_prometheus(text: &str, name: &str) {
 /// by the load: whichever point the `get_with` takes effect at, the key ends holding `v2` (before the
 /// insert, the insert replaces the loaded value; after it, the `get_with` finds `v2`).
 #[test]
-fn defect_load_overwrites_an_insert_made_during_the_load() {
+fn a_load_never_overwrites_an_insert_made_during_it() {
     for policy in POLICIES {
         let cache: Cache<u64, u64> = Cache::builder().max_capacity(100).policy(policy).build();
         let loading = Barrier::new(2);

@@ -417,7 +417,7 @@ fn holds_paths_around_path_max() {
 /// `Err(NotADirectory)` on `OsBackend`). Worse, with an older version on the backend and a newer one
 /// dirty, the call drops the newer one and the file goes back to the older content.
 #[test]
-fn defect_remove_all_of_a_file_depends_on_flush_timing() {
+fn remove_all_of_a_file_removes_it_whatever_the_flush_state() {
     let mut report = Vec::new();
     for os in [false, true] {
         let dir = tempfile::tempdir().unwrap();

@@ -99,7 +99,7 @@ fn holds_pooled_reads_stay_near_the_budget() {
 /// Writes whose `Bytes` keep spare capacity: the cached entry holds 64 KiB but is weighed as ~100 B,
 /// so 4,000 of them (256 MiB) all fit a 16 MiB budget.
 #[test]
-fn defect_budget_ignores_spare_capacity_of_written_bytes() {
+fn written_bytes_spare_capacity_is_not_held() {
     let (exact_kib, _) = child("exact");
     let (kib, weighed) = child("spare_capacity");
     eprintln!("exact: RSS +{exact_kib} KiB; spare capacity: RSS +{kib} KiB, weighed {weighed} B, budget {BUDGET} B");
@@ -115,7 +115,7 @@ fn defect_budget_ignores_spare_capacity_of_written_bytes() {
 
 /// The same in write-back mode (the dirty copy is the caller's `Bytes` too).
 #[test]
-fn defect_budget_ignores_spare_capacity_of_written_bytes_write_back() {
+fn written_bytes_spare_capacity_is_not_held_write_back() {
     let (kib, weighed) = child("spare_capacity_wb");
     eprintln!("spare capacity, write-back: RSS +{kib} KiB, weighed {weighed} B, budget {BUDGET} B");
     assert!(

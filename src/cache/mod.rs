@@ -401,6 +401,19 @@ where
         needs_clock: bool,
         f: impl FnOnce(&mut Shard<K, V>, Option<u64>, &mut Removals<K, V>) -> R,
     ) -> R {
+        let (result, out) = self.write_collecting(locked, needs_clock, f);
+        self.notify(out);
+        result
+    }
+
+    /// [`write`](Self::write), handing back the departures for the caller to announce (with
+    /// [`notify`](Self::notify)) when it is ready.
+    fn write_collecting<R>(
+        &self,
+        locked: &LockedShard<K, V>,
+        needs_clock: bool,
+        f: impl FnOnce(&mut Shard<K, V>, Option<u64>, &mut Removals<K, V>) -> R,
+    ) -> (R, Removals<K, V>) {
         let mut out = Removals::new();
         let result = {
             let mut shard = locked.shard.write();
@@ -420,8 +433,7 @@ where
             locked.weight.store(shard.weight(), Relaxed);
             result
         };
-        self.notify(out);
-        result
+        (result, out)
     }
 
     /// Counts and announces departures; runs with no lock held.
@@ -556,7 +568,10 @@ where
     /// The value for `key`, loading it with `init` on a miss and storing it.
     ///
     /// Concurrent misses on one key run `init` once; the other callers wait and get its value. If `init`
-    /// panics, the panic propagates to this caller, and a waiting caller runs its own `init`.
+    /// panics, the panic propagates to this caller, and a waiting caller runs its own `init`. If the key
+    /// is inserted while `init` runs, that value is kept and returned (the load is discarded).
+    /// `init` must not call `get_with` on the same key (it would wait for itself); the eviction listener
+    /// may, as it runs after the waiters are released.
     ///
     /// ```
     /// use cachefs::Cache;
@@ -615,8 +630,16 @@ where
                     }
                     return match loaded {
                         Ok(v) => {
-                            self.insert(key, v.clone());
+                            // Stored only if the key is still absent: a value inserted while this one
+                            // loaded is newer, and is what this call returns (it takes effect after it).
+                            // The waiters are released before the departures are announced, so that a
+                            // listener may load this very key again.
+                            let (v, departures, rejected) = self.store_loaded(locked, hash, key, v);
                             leader.settle(Some(v.clone()));
+                            self.notify(departures);
+                            if let (Some((k, r)), Some(listener)) = (rejected, &self.inner.listener) {
+                                listener(k, r, RemovalCause::Capacity);
+                            }
                             Ok(v)
                         }
                         Err(e) => {
@@ -627,6 +650,46 @@ where
                 }
             }
         }
+    }
+
+    /// Stores a loaded `value` under `key` unless a live value is there already (stored while it loaded).
+    /// Returns the value the cache now answers with, the departures to announce, and the entry handed
+    /// back if it was refused (too heavy).
+    #[allow(clippy::type_complexity)]
+    fn store_loaded(
+        &self,
+        locked: &LockedShard<K, V>,
+        hash: u64,
+        key: K,
+        value: V,
+    ) -> (V, Removals<K, V>, Option<(K, V)>) {
+        let started = self.inner.latency.as_ref().and_then(LatencyRecorder::start);
+        let weight = self.weigh(&key, &value);
+        let ttl = self.inner.ttl;
+        let ((v, rejected), out) = self.write_collecting(locked, false, |shard, now, out| {
+            // `write` reclaimed what had expired by `now`: whatever is found is live.
+            if let Some(idx) = shard.find(hash, &key) {
+                return (shard.entry(idx).value.clone(), None);
+            }
+            let expires_at = match (ttl, now) {
+                (Some(ttl), Some(now)) => deadline_after(now, ttl),
+                _ => NEVER,
+            };
+            match shard.insert(Entry::new(key, value.clone(), hash, weight), expires_at, now, out) {
+                Inserted::Rejected(k, v) => {
+                    self.inner.counters.add(Counter::Rejection, 1);
+                    (value, Some((k, v)))
+                }
+                _ => {
+                    self.inner.counters.add(Counter::Insert, 1);
+                    (value, None)
+                }
+            }
+        });
+        if let Some(started) = started {
+            self.record_latency(observe::INSERT, started);
+        }
+        (v, out, rejected)
     }
 
     /// Iterates over clones of the live entries, one shard at a time: weakly consistent, each shard's
