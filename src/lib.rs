@@ -9,6 +9,8 @@ pub mod fs;
 mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "ring")]
+pub mod ring;
 mod stripe;
 mod sync;
 

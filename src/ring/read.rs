@@ -1,0 +1,234 @@
+//! Finding and checking a record: the read paths behind `read`, `get`, `read_many` and `verify`.
+//!
+//! - **Writer handle, mapped**: pin the slot (`pins.rs`), check the frame in place, and serve the mapped
+//!   bytes (copied out by `read`, lent by `get`). No copy is made before the check.
+//! - **Writer handle, `pread`**: pin the slot, `pread` it into a pooled buffer, unpin, check the copy.
+//!   The pin keeps this process's writer from changing the slot during the `pread`.
+//! - **Read-only handles** (any process, either mode) cannot pin: the writer may be in another process.
+//!   They copy the slot into a pooled buffer between two reads of the header's write sequence (a
+//!   seqlock): if the sequence did not move, the copy is a consistent snapshot and the frame checks
+//!   decide; if it moved, the copy is retried (bounded). If the sequence is odd and names this slot, the
+//!   slot is being overwritten by a newer record, so the one asked for is gone: `NotFound` at once.
+//!   After [`ATTEMPTS`] unstable copies (a writer rewriting the whole ring faster than one slot can be
+//!   copied), a copy whose frame checks is served (a torn copy passes a CRC32 with probability 2⁻³²) and
+//!   anything else is `NotFound`, never a false `Corrupt`.
+
+use std::ops::Range;
+
+use super::guard::Record;
+use super::pins::{Pin, backoff};
+use super::pool::PooledFrame;
+use super::record::{FRAME_HEADER, Frame, Verdict};
+use super::stats::Count;
+use super::{Error, ReadBatch, RingBuffer};
+
+/// Copies a read-only handle makes of one slot before giving up on a stable one.
+pub(crate) const ATTEMPTS: u32 = 8;
+
+/// A checked frame and where its bytes are.
+pub(crate) struct Found<'a> {
+    frame: Frame,
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    /// The mapped slot, pinned.
+    Mapped { slot: &'a [u8], pin: Pin<'a> },
+    /// A copy of the slot.
+    Copied(PooledFrame<'a>),
+}
+
+impl Found<'_> {
+    fn slot(&self) -> &[u8] {
+        match &self.source {
+            Source::Mapped { slot, .. } => slot,
+            Source::Copied(buf) => buf,
+        }
+    }
+}
+
+/// A slot as one read found it.
+pub(crate) enum Seen<'a> {
+    Mapped(&'a [u8], Pin<'a>),
+    Copied(PooledFrame<'a>, usize),
+    /// The slot is being overwritten right now.
+    Changing,
+}
+
+impl RingBuffer {
+    /// Whether `id` can be in the ring now: `NotFound` if nothing or nothing that recent is published,
+    /// `TooFarAhead` if more than a lap past the latest id.
+    fn check_window(&self, id: u64) -> Result<(), Error> {
+        let Some(latest) = self.control.published().checked_sub(1) else { return Err(Error::NotFound { id }) };
+        if id <= latest {
+            Ok(())
+        } else if id - latest > self.layout.records() {
+            Err(Error::TooFarAhead { id, latest, records: self.layout.records() })
+        } else {
+            Err(Error::NotFound { id })
+        }
+    }
+
+    /// Looks at `slot` through the path this handle uses (see the module docs).
+    pub(crate) fn see(&self, slot: u64) -> Result<Seen<'_>, Error> {
+        let record_size = self.layout.record_size();
+        if let Some(writer) = &self.writer {
+            let Some(pin) = writer.gate().pin(slot) else { return Ok(Seen::Changing) };
+            if let Some(ptr) = self.store.mapped(slot) {
+                // SAFETY: `ptr` is the start of a mapped slot of `record_size` bytes that lives as long
+                // as `self` (the store is never unmapped before the handle drops). The pin keeps this
+                // process's writer (the ring's only writer: it holds the lock) from storing to the slot
+                // until the pin drops, and the pin's protocol orders the writer's earlier stores before
+                // these reads (`pins.rs`). Other processes only read. So the bytes do not change while
+                // the slice (tied to the pin's lifetime by `Seen::Mapped`) is used.
+                let bytes = unsafe { std::slice::from_raw_parts(ptr, record_size) };
+                return Ok(Seen::Mapped(bytes, pin));
+            }
+            let mut buf = self.pool.take();
+            let n = self.store.read_frame(slot, &mut buf)?;
+            drop(pin);
+            return Ok(Seen::Copied(buf, n));
+        }
+        let mut buf = self.pool.take();
+        let mut round = 0;
+        loop {
+            let before = self.control.write_seq();
+            if before & 1 == 1 && self.control.writing() == slot + 1 {
+                return Ok(Seen::Changing);
+            }
+            let n = self.store.read_frame(slot, &mut buf)?;
+            let after = self.control.write_seq_after_copy();
+            if before == after || round + 1 == ATTEMPTS {
+                if before != after {
+                    // Unstable to the end: only a frame that checks may be served (see the docs).
+                    return match Frame::check(self.seed, &buf[..n]) {
+                        Verdict::Valid(_) => Ok(Seen::Copied(buf, n)),
+                        _ => Ok(Seen::Changing),
+                    };
+                }
+                return Ok(Seen::Copied(buf, n));
+            }
+            self.telemetry.add(Count::Retry, 1);
+            backoff(round);
+            round += 1;
+        }
+    }
+
+    /// The checked frame of record `id`, counting the read and a miss or failure (a hit is counted by
+    /// `served`, once the payload is out).
+    pub(crate) fn find(&self, id: u64) -> Result<Found<'_>, Error> {
+        self.telemetry.add(Count::Read, 1);
+        let found = self.check_window(id).and_then(|()| self.find_in_slot(id));
+        match &found {
+            Ok(_) => {}
+            Err(Error::Corrupt { .. }) => self.telemetry.add(Count::CrcFailure, 1),
+            Err(Error::NotFound { .. } | Error::TooFarAhead { .. }) => self.telemetry.add(Count::Miss, 1),
+            Err(_) => {}
+        }
+        found
+    }
+
+    fn find_in_slot(&self, id: u64) -> Result<Found<'_>, Error> {
+        let slot = self.layout.slot(id);
+        let (verdict, source) = match self.see(slot)? {
+            Seen::Changing => return Err(Error::NotFound { id }),
+            Seen::Mapped(bytes, pin) => (Frame::check(self.seed, bytes), Source::Mapped { slot: bytes, pin }),
+            Seen::Copied(buf, n) => (Frame::check(self.seed, &buf[..n]), Source::Copied(buf)),
+        };
+        match verdict {
+            Verdict::Valid(frame) if frame.id == id => Ok(Found { frame, source }),
+            // A valid frame in the wrong slot is damage (or another ring's file), not an older lap.
+            Verdict::Valid(frame) if self.layout.slot(frame.id) != slot => Err(Error::Corrupt { id }),
+            Verdict::Valid(_) | Verdict::Empty => Err(Error::NotFound { id }),
+            Verdict::Corrupt => Err(Error::Corrupt { id }),
+        }
+    }
+
+    /// After serving `bytes` of record `id`: count the hit and prefetch if the reads look sequential.
+    fn served(&self, id: u64, bytes: usize) {
+        self.telemetry.add(Count::Hit, 1);
+        self.telemetry.add(Count::BytesRead, bytes as u64);
+        if let Some((first, count)) = self.prefetch.after_read(id) {
+            self.store.prefetch(self.layout.slot(first), count);
+            self.telemetry.add(Count::Prefetch, 1);
+        }
+    }
+
+    /// `read`: the payload of `id` appended to `out` (cleared first).
+    pub(crate) fn read_into(&self, id: u64, out: &mut Vec<u8>) -> Result<usize, Error> {
+        out.clear();
+        let found = self.find(id)?;
+        if !found.frame.decode_into(found.slot(), out) {
+            return Err(self.undecodable(id));
+        }
+        self.served(id, out.len());
+        Ok(out.len())
+    }
+
+    /// A frame whose CRC passed but whose payload does not decode: counted as a CRC failure.
+    fn undecodable(&self, id: u64) -> Error {
+        self.telemetry.add(Count::CrcFailure, 1);
+        Error::Corrupt { id }
+    }
+
+    /// `get`: the payload of `id`, lent in place when possible.
+    pub(crate) fn lend(&self, id: u64) -> Result<Record<'_>, Error> {
+        let found = self.find(id)?;
+        let frame = found.frame;
+        let len = frame.len as usize;
+        let record = match found.source {
+            Source::Mapped { slot, pin } if !frame.is_compressed() => {
+                Record::mapped(id, &slot[FRAME_HEADER..FRAME_HEADER + len], pin)
+            }
+            Source::Copied(buf) if !frame.is_compressed() => Record::owned(id, buf, FRAME_HEADER..FRAME_HEADER + len),
+            source => {
+                let found = Found { frame, source };
+                if len <= self.layout.record_size() {
+                    let mut out = self.pool.take();
+                    if !frame.decode_to_slice(found.slot(), &mut out) {
+                        return Err(self.undecodable(id));
+                    }
+                    Record::owned(id, out, 0..len)
+                } else {
+                    let mut out = Vec::with_capacity(len);
+                    if !frame.decode_into(found.slot(), &mut out) {
+                        return Err(self.undecodable(id));
+                    }
+                    Record::decoded(id, out)
+                }
+            }
+        };
+        self.served(id, len);
+        Ok(record)
+    }
+
+    /// `read_many`: every record of `ids` that is in the ring, into `batch` (cleared first).
+    pub(crate) fn read_range(&self, ids: Range<u64>, batch: &mut ReadBatch) -> Result<usize, Error> {
+        batch.clear();
+        let Some(latest) = self.control.published().checked_sub(1) else { return Ok(0) };
+        let oldest = (latest + 1).saturating_sub(self.layout.records());
+        let (start, end) = (ids.start.max(oldest), ids.end.min(latest + 1));
+        for id in start..end {
+            let found = match self.find(id) {
+                Ok(found) => found,
+                Err(Error::NotFound { .. }) => continue,
+                Err(Error::Corrupt { .. }) => {
+                    batch.push_corrupt(id);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let at = batch.data().len();
+            if found.frame.decode_into(found.slot(), batch.data()) {
+                drop(found);
+                batch.commit(id, at);
+                self.served(id, batch.data().len() - at);
+            } else {
+                drop(found);
+                let _ = self.undecodable(id);
+                batch.push_corrupt(id);
+            }
+        }
+        Ok(batch.len())
+    }
+}

@@ -1,0 +1,248 @@
+//! One record's frame: a 24-byte header, then the payload, in a slot of `record_size` bytes.
+//!
+//! ```text
+//! offset  size  field
+//!      0     2  magic 0xC5F7: never zero, so a zero-filled slot is never a record
+//!      2     2  flags: bits 0-1 the payload's codec (0 stored as given, 1 LZ4 block); other bits 0
+//!      4     4  CRC32 (crc32fast) of bytes 0..4 and 8..24 and the stored payload, seeded per ring
+//!      8     8  id
+//!     16     4  stored length (bytes of payload in the slot)
+//!     20     4  payload length once decoded (equal to the stored length when not compressed)
+//!     24     …  payload, then unused bytes up to record_size
+//! ```
+//!
+//! All integers are little-endian. The CRC covers every header byte but its own and the payload, and
+//! starts from a seed derived from the ring's random nonce, so a record copied from another ring (or a
+//! stale shard file of an older ring at the same path) does not validate. A frame is accepted only if
+//! its magic, flags, lengths and CRC all check; any flipped bit among those bytes is caught. The unused
+//! bytes after the payload are never read or served.
+
+/// Bytes of the frame header.
+pub(crate) const FRAME_HEADER: usize = 24;
+
+const MAGIC: u16 = 0xC5F7;
+const CODEC_MASK: u16 = 0b11;
+const CODEC_RAW: u16 = 0;
+const CODEC_LZ4: u16 = 1;
+/// Longest payload accepted when compressing, and the longest decoded length a frame may claim: bounds
+/// the buffer a (damaged or hostile) frame can make a reader allocate.
+pub(crate) const MAX_DECODED: usize = 64 << 20;
+
+/// A frame header as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Frame {
+    pub(crate) id: u64,
+    compressed: bool,
+    /// Bytes of payload in the slot.
+    pub(crate) stored_len: u32,
+    /// Bytes once decoded.
+    pub(crate) len: u32,
+}
+
+/// What a slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Zero bytes where a header would be: never written.
+    Empty,
+    /// A header that fails a check, or a CRC mismatch: torn or damaged.
+    Corrupt,
+    /// A valid frame (its id may not be the one wanted).
+    Valid(Frame),
+}
+
+/// The CRC seed of a ring with `nonce` (never zero, whatever the nonce).
+pub(crate) fn crc_seed(nonce: u64) -> u32 {
+    ((nonce ^ (nonce >> 32)) as u32) | 1
+}
+
+fn crc(seed: u32, header: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(seed);
+    h.update(&header[0..4]);
+    h.update(&header[8..FRAME_HEADER]);
+    h.update(payload);
+    h.finalize()
+}
+
+impl Frame {
+    /// A frame for `stored` bytes of payload (LZ4-compressed from `len` bytes if `compressed`).
+    pub(crate) fn new(id: u64, stored_len: usize, len: usize, compressed: bool) -> Frame {
+        debug_assert!(stored_len <= u32::MAX as usize && len <= u32::MAX as usize);
+        Frame { id, compressed, stored_len: stored_len as u32, len: len as u32 }
+    }
+
+    pub(crate) fn is_compressed(&self) -> bool {
+        self.compressed
+    }
+
+    /// The header bytes for this frame over `payload` (the stored bytes).
+    pub(crate) fn encode(&self, seed: u32, payload: &[u8]) -> [u8; FRAME_HEADER] {
+        debug_assert_eq!(payload.len(), self.stored_len as usize);
+        let flags = if self.compressed { CODEC_LZ4 } else { CODEC_RAW };
+        let mut h = [0u8; FRAME_HEADER];
+        h[0..2].copy_from_slice(&MAGIC.to_le_bytes());
+        h[2..4].copy_from_slice(&flags.to_le_bytes());
+        h[8..16].copy_from_slice(&self.id.to_le_bytes());
+        h[16..20].copy_from_slice(&self.stored_len.to_le_bytes());
+        h[20..24].copy_from_slice(&self.len.to_le_bytes());
+        let c = crc(seed, &h, payload);
+        h[4..8].copy_from_slice(&c.to_le_bytes());
+        h
+    }
+
+    /// Parses and checks the frame at the start of `slot` (a whole slot, or at least the header and
+    /// stored payload). Checks everything but which id the caller wanted.
+    pub(crate) fn check(seed: u32, slot: &[u8]) -> Verdict {
+        let Some(h) = slot.get(..FRAME_HEADER) else { return Verdict::Corrupt };
+        if h.iter().all(|&b| b == 0) {
+            return Verdict::Empty;
+        }
+        let word16 = |at: usize| u16::from_le_bytes([h[at], h[at + 1]]);
+        let word32 = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4 bytes"));
+        let (magic, flags, stored_crc) = (word16(0), word16(2), word32(4));
+        let id = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+        let (stored_len, len) = (word32(16), word32(20));
+        if magic != MAGIC || flags & !CODEC_MASK != 0 {
+            return Verdict::Corrupt;
+        }
+        let compressed = match flags & CODEC_MASK {
+            CODEC_RAW if len == stored_len => false,
+            CODEC_LZ4 if (len as usize) <= MAX_DECODED => true,
+            _ => return Verdict::Corrupt,
+        };
+        let Some(payload) = slot.get(FRAME_HEADER..FRAME_HEADER + stored_len as usize) else {
+            return Verdict::Corrupt;
+        };
+        if crc(seed, h, payload) != stored_crc {
+            return Verdict::Corrupt;
+        }
+        Verdict::Valid(Frame { id, compressed, stored_len, len })
+    }
+
+    /// The stored payload bytes of this (checked) frame within `slot`.
+    pub(crate) fn stored<'a>(&self, slot: &'a [u8]) -> &'a [u8] {
+        &slot[FRAME_HEADER..FRAME_HEADER + self.stored_len as usize]
+    }
+
+    /// Appends the decoded payload to `out`. `false` if an LZ4 payload does not decode to exactly `len`
+    /// bytes (a frame whose CRC passed but whose content is not what a writer made: treat as corrupt).
+    pub(crate) fn decode_into(&self, slot: &[u8], out: &mut Vec<u8>) -> bool {
+        let stored = self.stored(slot);
+        if !self.compressed {
+            out.extend_from_slice(stored);
+            return true;
+        }
+        let start = out.len();
+        out.resize(start + self.len as usize, 0);
+        match lz4_flex::block::decompress_into(stored, &mut out[start..]) {
+            Ok(n) if n == self.len as usize => true,
+            _ => {
+                out.truncate(start);
+                false
+            }
+        }
+    }
+}
+
+impl Frame {
+    /// Writes the decoded payload to `out[..len]` (`out` at least `len` long); `false` as
+    /// [`decode_into`](Frame::decode_into).
+    pub(crate) fn decode_to_slice(&self, slot: &[u8], out: &mut [u8]) -> bool {
+        let (stored, len) = (self.stored(slot), self.len as usize);
+        if !self.compressed {
+            out[..len].copy_from_slice(stored);
+            return true;
+        }
+        matches!(lz4_flex::block::decompress_into(stored, &mut out[..len]), Ok(n) if n == len)
+    }
+}
+
+/// LZ4-compresses `payload` into `scratch` (reused between calls); `Some(compressed)` if that is smaller.
+pub(crate) fn compress<'a>(payload: &[u8], scratch: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+    let need = lz4_flex::block::get_maximum_output_size(payload.len());
+    if scratch.len() < need {
+        scratch.resize(need, 0);
+    }
+    let n = lz4_flex::block::compress_into(payload, scratch).ok()?;
+    (n < payload.len()).then(|| &scratch[..n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: u32 = 0x1234_5679;
+
+    fn slot_with(id: u64, payload: &[u8], size: usize) -> Vec<u8> {
+        let f = Frame::new(id, payload.len(), payload.len(), false);
+        let mut slot = vec![0u8; size];
+        slot[..FRAME_HEADER].copy_from_slice(&f.encode(SEED, payload));
+        slot[FRAME_HEADER..FRAME_HEADER + payload.len()].copy_from_slice(payload);
+        slot
+    }
+
+    #[test]
+    fn a_frame_round_trips_and_zeros_are_empty() {
+        let slot = slot_with(42, b"hello", 64);
+        let Verdict::Valid(f) = Frame::check(SEED, &slot) else { panic!("valid") };
+        assert_eq!((f.id, f.len, f.stored_len, f.is_compressed()), (42, 5, 5, false));
+        let mut out = vec![9];
+        assert!(f.decode_into(&slot, &mut out));
+        assert_eq!(out, b"\x09hello");
+        assert_eq!(Frame::check(SEED, &[0u8; 64]), Verdict::Empty);
+        // Id 0 with an empty payload is a valid record, distinct from a zero slot.
+        let zero_id = slot_with(0, b"", 32);
+        assert!(matches!(Frame::check(SEED, &zero_id), Verdict::Valid(f) if f.id == 0 && f.len == 0));
+    }
+
+    #[test]
+    fn every_flipped_bit_of_header_and_payload_is_caught() {
+        let payload: Vec<u8> = (0..40u8).collect();
+        let slot = slot_with(7, &payload, 72);
+        for bit in 0..(FRAME_HEADER + payload.len()) * 8 {
+            let mut s = slot.clone();
+            s[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(Frame::check(SEED, &s), Verdict::Corrupt, "bit {bit}");
+        }
+        // Bytes after the payload are not part of the record.
+        let mut s = slot.clone();
+        s[71] ^= 0xFF;
+        assert!(matches!(Frame::check(SEED, &s), Verdict::Valid(_)));
+    }
+
+    #[test]
+    fn another_ring_seed_or_bad_lengths_do_not_validate() {
+        let slot = slot_with(7, b"abc", 64);
+        assert_eq!(Frame::check(crc_seed(99), &slot), Verdict::Corrupt);
+        assert_eq!(crc_seed(0), 1, "a seed is never zero");
+        // A stored length past the slot's end.
+        let f = Frame::new(7, 100, 100, false);
+        let mut s = vec![0u8; 64];
+        s[..FRAME_HEADER].copy_from_slice(&f.encode(SEED, &[0u8; 100]));
+        assert_eq!(Frame::check(SEED, &s), Verdict::Corrupt);
+        assert_eq!(Frame::check(SEED, &s[..10]), Verdict::Corrupt);
+    }
+
+    #[test]
+    fn compressed_payloads_round_trip_and_bad_ones_are_refused() {
+        let payload = vec![b'x'; 10_000];
+        let mut scratch = Vec::new();
+        let packed = compress(&payload, &mut scratch).expect("compressible").to_vec();
+        assert!(packed.len() < 100);
+        let f = Frame::new(3, packed.len(), payload.len(), true);
+        let mut slot = vec![0u8; 128];
+        slot[..FRAME_HEADER].copy_from_slice(&f.encode(SEED, &packed));
+        slot[FRAME_HEADER..FRAME_HEADER + packed.len()].copy_from_slice(&packed);
+        let Verdict::Valid(g) = Frame::check(SEED, &slot) else { panic!("valid") };
+        let mut out = Vec::new();
+        assert!(g.decode_into(&slot, &mut out));
+        assert_eq!(out, payload);
+        // A valid CRC over bytes that are not LZ4 of the claimed length decodes to nothing.
+        let lie = Frame::new(3, packed.len(), payload.len() + 1, true);
+        slot[..FRAME_HEADER].copy_from_slice(&lie.encode(SEED, &packed));
+        let Verdict::Valid(l) = Frame::check(SEED, &slot) else { panic!("crc is valid") };
+        let mut out = vec![1, 2];
+        assert!(!l.decode_into(&slot, &mut out));
+        assert_eq!(out, [1, 2]);
+        assert!(compress(&[1, 2, 3], &mut scratch).is_none(), "incompressible stays as given");
+    }
+}
