@@ -172,7 +172,11 @@ impl RingBuffer {
         let shards = Shards::open_writer(path, layout)?;
         let control = Control::map(shards.get(0).file(), true).map_err(|e| Error::io(path, e))?;
         let mut ring = RingBuffer::assemble(path, shards, control, options.mode, options.prefetch, options.name)?;
-        let latest = recover::latest_id(&*ring.store, layout, ring.seed, &ring.control)?;
+        let recovered = recover::recover(&*ring.store, layout, ring.seed, &ring.control)?;
+        if let Some(slot) = recovered.torn {
+            ring.store.write_frame(slot, &[0; FRAME_HEADER], &[])?;
+        }
+        let latest = recovered.latest;
         ring.control.reset_after_crash();
         ring.control.publish(latest.map_or(0, |id| id + 1));
         ring.writer = Some(Writer::new(latest, layout.shards(), options.flush_every, options.compression));
