@@ -5,8 +5,9 @@
 //! - A **reader** increments the pin count of the slot's stripe, then loads `writing`. If `writing`
 //!   names its slot, the writer may be changing it: the reader unpins and backs off. Otherwise it may read
 //!   the slot with plain loads (even hand out `&[u8]`) until it unpins.
-//! - The **writer** stores `writing = slot + 1`, then loads the slot's pin count. If it is not zero it
-//!   clears `writing`, waits, and tries again. Otherwise it changes the slot, then stores `writing = 0`.
+//! - The **writer** stores `writing = slot + 1`, then loads the slot's pin count until it is zero (new
+//!   readers turn away meanwhile, so only earlier pins must drain), then changes the slot, then stores
+//!   `writing = 0`. If the pins outlast its patience it stores `writing = 0` and gives up.
 //!
 //! All four operations are `SeqCst`, so they fall in one total order. If the writer's load of the pin
 //! count came before the reader's increment, then the writer's store to `writing` came before that too,
@@ -81,18 +82,22 @@ impl SlotGate {
         (self.writing.load(SeqCst) != slot + 1).then_some(pin)
     }
 
-    /// Claims `slot` for writing, waiting up to `patience` for readers that pinned it.
-    pub(crate) fn begin_write(&self, slot: u64, patience: Duration) -> Result<WriteClaim, Duration> {
+    /// Claims `slot` for writing, waiting up to `patience` for readers that pinned it. While it waits
+    /// the slot stays announced, so new readers turn away and only the pins taken before the
+    /// announcement have to drain: a stream of readers cannot starve the writer. If they do not drain
+    /// in time, the announcement is withdrawn and the wait's length returned.
+    /// The claim says whether it had to wait.
+    pub(crate) fn begin_write(&self, slot: u64, patience: Duration) -> Result<(WriteClaim, bool), Duration> {
+        self.writing.store(slot + 1, SeqCst);
         let mut started: Option<Instant> = None;
         let mut round = 0u32;
         loop {
-            self.writing.store(slot + 1, SeqCst);
             if self.stripe(slot).load(SeqCst) == 0 {
-                return Ok(WriteClaim(()));
+                return Ok((WriteClaim(()), started.is_some()));
             }
-            self.writing.store(0, SeqCst);
             let since = *started.get_or_insert_with(Instant::now);
             if since.elapsed() >= patience {
+                self.writing.store(0, SeqCst);
                 return Err(since.elapsed());
             }
             backoff(round);
@@ -131,12 +136,13 @@ mod tests {
         let pin = gate.pin(5).expect("no write in progress");
         let waited = gate.begin_write(5 + STRIPES as u64, Duration::from_millis(20)).unwrap_err();
         assert!(waited >= Duration::from_millis(20));
-        let other = gate.begin_write(6, Duration::ZERO).expect("another stripe is free");
+        let (other, waited) = gate.begin_write(6, Duration::ZERO).expect("another stripe is free");
+        assert!(!waited);
         assert!(gate.pin(6).is_none(), "the slot being written cannot be pinned");
         assert!(gate.pin(7).is_some());
         gate.end_write(other);
         drop(pin);
-        gate.end_write(gate.begin_write(5, Duration::ZERO).expect("unpinned"));
+        gate.end_write(gate.begin_write(5, Duration::ZERO).expect("unpinned").0);
         assert!(gate.pin(6).is_some());
     }
 
@@ -161,7 +167,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
             r.store(true, SeqCst);
         });
-        let claim = gate.begin_write(3, Duration::from_secs(30)).expect("the pin drops");
+        let (claim, waited) = gate.begin_write(3, Duration::from_secs(30)).expect("the pin drops");
+        assert!(waited);
         gate.end_write(claim);
         reader.join().unwrap();
         releaser.join().unwrap();

@@ -131,13 +131,13 @@ impl RingBuffer {
         };
         let header = frame.encode(self.seed, stored);
         let slot = self.layout.slot(id);
-        let claim = match writer.gate.begin_write(slot, Duration::ZERO) {
-            Ok(claim) => claim,
-            Err(_) => {
-                self.telemetry.add(Count::PinWait, 1);
-                writer.gate.begin_write(slot, PIN_PATIENCE).map_err(|waited| Error::SlotPinned { id, waited })?
-            }
-        };
+        let (claim, waited) = writer.gate.begin_write(slot, PIN_PATIENCE).map_err(|waited| {
+            self.telemetry.add(Count::PinWait, 1);
+            Error::SlotPinned { id, waited }
+        })?;
+        if waited {
+            self.telemetry.add(Count::PinWait, 1);
+        }
         let odd = self.control.begin_write(slot);
         let written = self.store.write_frame(slot, &header, stored);
         self.control.end_write(odd);
