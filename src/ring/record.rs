@@ -156,14 +156,30 @@ impl Frame {
     }
 }
 
-/// LZ4-compresses `payload` into `scratch` (reused between calls); `Some(compressed)` if that is smaller.
-pub(crate) fn compress<'a>(payload: &[u8], scratch: &'a mut Vec<u8>) -> Option<&'a [u8]> {
-    let need = lz4_flex::block::get_maximum_output_size(payload.len());
-    if scratch.len() < need {
-        scratch.resize(need, 0);
+/// LZ4 compression with its hash table and output buffer kept between calls, so that compressing
+/// allocates nothing in steady state.
+#[derive(Default)]
+pub(crate) struct Compressor {
+    table: lz4_flex::block::CompressTable,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressor").field("out_capacity", &self.out.capacity()).finish_non_exhaustive()
     }
-    let n = lz4_flex::block::compress_into(payload, scratch).ok()?;
-    (n < payload.len()).then(|| &scratch[..n])
+}
+
+impl Compressor {
+    /// `payload` compressed, if that makes it smaller.
+    pub(crate) fn compress(&mut self, payload: &[u8]) -> Option<&[u8]> {
+        let need = lz4_flex::block::get_maximum_output_size(payload.len());
+        if self.out.len() < need {
+            self.out.resize(need, 0);
+        }
+        let n = lz4_flex::block::compress_into_with_table(payload, &mut self.out, &mut self.table).ok()?;
+        (n < payload.len()).then(|| &self.out[..n])
+    }
 }
 
 #[cfg(test)]
@@ -225,8 +241,8 @@ mod tests {
     #[test]
     fn compressed_payloads_round_trip_and_bad_ones_are_refused() {
         let payload = vec![b'x'; 10_000];
-        let mut scratch = Vec::new();
-        let packed = compress(&payload, &mut scratch).expect("compressible").to_vec();
+        let mut compressor = Compressor::default();
+        let packed = compressor.compress(&payload).expect("compressible").to_vec();
         assert!(packed.len() < 100);
         let f = Frame::new(3, packed.len(), payload.len(), true);
         let mut slot = vec![0u8; 128];
@@ -243,6 +259,8 @@ mod tests {
         let mut out = vec![1, 2];
         assert!(!l.decode_into(&slot, &mut out));
         assert_eq!(out, [1, 2]);
-        assert!(compress(&[1, 2, 3], &mut scratch).is_none(), "incompressible stays as given");
+        assert!(compressor.compress(&[1, 2, 3]).is_none(), "incompressible stays as given");
+        let big = vec![7u8; 100_000]; // past the small table's 64 KiB
+        assert!(compressor.compress(&big).is_some_and(|c| c.len() < 1_000));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::Compression;
 use super::pins::SlotGate;
-use super::record::{self, FRAME_HEADER, Frame, MAX_DECODED};
+use super::record::{Compressor, FRAME_HEADER, Frame, MAX_DECODED};
 use super::stats::Count;
 use super::{Error, RingBuffer};
 use crate::sync::{Mutex, MutexGuard};
@@ -32,8 +32,8 @@ pub(crate) struct WriterState {
     unflushed: u64,
     /// Shards written since the last flush.
     dirty: Vec<bool>,
-    /// Compression output, reused.
-    scratch: Vec<u8>,
+    /// Compression table and output, reused.
+    compressor: Compressor,
 }
 
 /// The writer handle's half of a ring.
@@ -52,7 +52,7 @@ impl Writer {
                 latest,
                 unflushed: 0,
                 dirty: vec![false; shards as usize],
-                scratch: Vec::new(),
+                compressor: Compressor::default(),
             }),
             gate: SlotGate::default(),
             flush_every: u64::from(flush_every),
@@ -120,7 +120,7 @@ impl RingBuffer {
         let state = &mut **state;
         let compressed = match writer.compression {
             Compression::Lz4 if !payload.is_empty() && payload.len() <= MAX_DECODED => {
-                record::compress(payload, &mut state.scratch)
+                state.compressor.compress(payload)
             }
             _ => None,
         };
