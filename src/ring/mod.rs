@@ -115,6 +115,9 @@ pub use verify::VerifyReport;
 
 pub(crate) use stats::Telemetry;
 
+/// The on-disk format version this build reads and writes (recorded in every shard's header).
+pub const FORMAT_VERSION: u32 = header::VERSION;
+
 use geometry::Layout;
 use header::Control;
 use io::{MmapStore, PreadStore, Store};
