@@ -293,6 +293,13 @@ fn shards_split_the_ring_at_whole_records() {
             assert_eq!(read(&ring, id).unwrap(), payload(id, 176));
         }
         assert_eq!(ring.verify(|_, _| {}).unwrap().valid, 20);
+        // Batches cross shard ends and the ring's end (ids 25..45 are slots 5..20 then 0..5).
+        let mut batch = ReadBatch::new();
+        assert_eq!(ring.read_many(0..100, &mut batch).unwrap(), 20);
+        assert!(batch.iter().map(|(id, p)| (id, p.to_vec())).eq((25..45).map(|id| (id, payload(id, 176)))));
+        let reader = RingBuffer::open_read_only(&path, ReadOptions { mode, ..ReadOptions::default() }).unwrap();
+        assert_eq!(reader.read_many(30..33, &mut batch).unwrap(), 3);
+        assert_eq!(batch.iter().map(|(id, _)| id).collect::<Vec<_>>(), [30, 31, 32]);
     }
 }
 

@@ -100,6 +100,12 @@ enum RingCommand {
         /// Size of each ring and baseline file, MiB.
         #[arg(long, default_value_t = 128)]
         mib: u64,
+        /// The prefetch window of the cold reads, KiB.
+        #[arg(long, default_value_t = 8192)]
+        prefetch_kib: u64,
+        /// Record sizes, bytes, comma-separated.
+        #[arg(long, default_value = "4096,128")]
+        record_sizes: String,
         /// A run of seconds on tiny files, for tests.
         #[arg(long)]
         smoke: bool,
@@ -139,6 +145,8 @@ enum CliError {
     RingBench(#[from] BenchError),
     #[error("--mib must be at least 1")]
     Mib,
+    #[error("--record-sizes takes multiples of 8 from 32, comma-separated, got {0:?}")]
+    RecordSizes(String),
     /// Reported already; exit code 1.
     #[error("the ring has corrupt records")]
     Corrupt,
@@ -209,14 +217,19 @@ fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", found.text);
             if found.clean { Ok(()) } else { Err(CliError::Corrupt) }
         }
-        Command::Ring { command: RingCommand::Bench { dir, mib, smoke, json } } => {
+        Command::Ring { command: RingCommand::Bench { dir, mib, prefetch_kib, record_sizes, smoke, json } } => {
             if mib == 0 {
                 return Err(CliError::Mib);
             }
+            let sizes: Vec<u32> = record_sizes
+                .split(',')
+                .map(|s| s.trim().parse().ok().filter(|&n: &u32| n >= 32 && n % 8 == 0))
+                .collect::<Option<_>>()
+                .ok_or_else(|| CliError::RecordSizes(record_sizes.clone()))?;
             let settings = if smoke {
                 ring_cli::bench::Settings::smoke(dir)
             } else {
-                ring_cli::bench::Settings { mib, ..ring_cli::bench::Settings::full(dir) }
+                ring_cli::bench::Settings { mib, prefetch_kib, record_sizes: sizes, ..ring_cli::bench::Settings::full(dir) }
             };
             let bar = ProgressBar::new_spinner();
             let started = Instant::now();
@@ -227,9 +240,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
             } else {
                 println!(
-                    "# cachefs ring bench\n\n{} MiB per file, {} cores; MB/s = 10^6 record bytes per second.\n",
+                    "# cachefs ring bench\n\n{} MiB per file, {} cores, prefetch window {} KiB, median of {} alternating rounds; \
+                     MB/s = 10^6 record bytes per second.\n",
                     settings.mib,
-                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    settings.prefetch_kib,
+                    settings.rounds,
                 );
                 print!("{}", ring_cli::bench::table(&rows, settings.flush_every));
             }

@@ -19,6 +19,8 @@ pub struct ReadBatch {
     data: Vec<u8>,
     records: Vec<(u64, Range<usize>)>,
     corrupt: Vec<u64>,
+    /// Raw slots read in runs (`pread` mode), kept for reuse.
+    frames: Vec<u8>,
 }
 
 impl ReadBatch {
@@ -61,6 +63,16 @@ impl ReadBatch {
     /// Records the payload appended since `start` as record `id`.
     pub(crate) fn commit(&mut self, id: u64, start: usize) {
         self.records.push((id, start..self.data.len()));
+    }
+
+    /// The scratch buffer for raw slots (taken out, then put back with `put_frames`, to borrow it
+    /// alongside the batch).
+    pub(crate) fn take_frames(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.frames)
+    }
+
+    pub(crate) fn put_frames(&mut self, frames: Vec<u8>) {
+        self.frames = frames;
     }
 
     pub(crate) fn push_corrupt(&mut self, id: u64) {

@@ -109,6 +109,12 @@ impl Layout {
         self.records_in(i).checked_mul(u64::from(self.geometry.record_size))?.checked_add(HEADER_BYTES)
     }
 
+    /// Slots from `slot` to the end of its shard.
+    pub(crate) fn slots_left_in_shard(&self, slot: u64) -> u64 {
+        let shard = slot / self.per_shard;
+        (shard * self.per_shard + self.per_shard).min(self.geometry.records) - slot
+    }
+
     /// The slot of record `id`.
     #[inline]
     pub(crate) fn slot(&self, id: u64) -> u64 {
@@ -167,6 +173,7 @@ mod tests {
         assert_eq!(l.locate(l.slot(13)), (1, 0));
         assert_eq!(l.locate(5), (1, 2048));
         assert_eq!(l.locate(9), (3, 0));
+        assert_eq!((l.slots_left_in_shard(4), l.slots_left_in_shard(6), l.slots_left_in_shard(9)), (2, 3, 1));
         assert_eq!(Layout::shard_path(Path::new("/d/ring.dat"), 0), Path::new("/d/ring.dat"));
         assert_eq!(Layout::shard_path(Path::new("/d/ring.dat"), 2), Path::new("/d/ring.dat.2"));
     }

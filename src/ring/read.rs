@@ -12,6 +12,8 @@
 //!   After [`ATTEMPTS`] unstable copies (a writer rewriting the whole ring faster than one slot can be
 //!   copied), a copy whose frame checks is served (a torn copy passes a CRC32 with probability 2⁻³²) and
 //!   anything else is `NotFound`, never a false `Corrupt`.
+//! - **`read_many` in `pread` mode** reads runs of consecutive slots with one `pread` each, under the
+//!   same seqlock, falling back to record-by-record reads for a run the writer touched.
 
 use std::ops::Range;
 
@@ -24,6 +26,8 @@ use super::{Error, ReadBatch, RingBuffer};
 
 /// Copies a read-only handle makes of one slot before giving up on a stable one.
 pub(crate) const ATTEMPTS: u32 = 8;
+/// Most bytes `read_many` reads with one `pread`.
+const RUN_BYTES: usize = 256 << 10;
 
 /// A checked frame and where its bytes are.
 pub(crate) struct Found<'a> {
@@ -202,33 +206,120 @@ impl RingBuffer {
         Ok(record)
     }
 
-    /// `read_many`: every record of `ids` that is in the ring, into `batch` (cleared first).
+    /// `read_many`: every record of `ids` that is in the ring, into `batch` (cleared first). Mapped
+    /// rings check each slot in place; `pread` rings read runs of consecutive slots with one system
+    /// call each (see `read_runs`).
     pub(crate) fn read_range(&self, ids: Range<u64>, batch: &mut ReadBatch) -> Result<usize, Error> {
         batch.clear();
         let Some(latest) = self.control.published().checked_sub(1) else { return Ok(0) };
         let oldest = (latest + 1).saturating_sub(self.layout.records());
         let (start, end) = (ids.start.max(oldest), ids.end.min(latest + 1));
-        for id in start..end {
-            let found = match self.find(id) {
-                Ok(found) => found,
-                Err(Error::NotFound { .. }) => continue,
-                Err(Error::Corrupt { .. }) => {
-                    batch.push_corrupt(id);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let at = batch.data().len();
-            if found.frame.decode_into(found.slot(), batch.data()) {
-                drop(found);
-                batch.commit(id, at);
-                self.served(id, batch.data().len() - at);
-            } else {
-                drop(found);
-                let _ = self.undecodable(id);
-                batch.push_corrupt(id);
+        if start >= end {
+            return Ok(0);
+        }
+        if self.store.mapped(0).is_none() {
+            self.read_runs(start..end, batch)?;
+        } else {
+            for id in start..end {
+                self.read_one_into(id, batch)?;
             }
         }
         Ok(batch.len())
+    }
+
+    /// Appends record `id` to `batch` through `find` (or lists it as corrupt).
+    fn read_one_into(&self, id: u64, batch: &mut ReadBatch) -> Result<(), Error> {
+        let found = match self.find(id) {
+            Ok(found) => found,
+            Err(Error::NotFound { .. }) => return Ok(()),
+            Err(Error::Corrupt { .. }) => {
+                batch.push_corrupt(id);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let at = batch.data().len();
+        if found.frame.decode_into(found.slot(), batch.data()) {
+            drop(found);
+            batch.commit(id, at);
+            self.served(id, batch.data().len() - at);
+        } else {
+            drop(found);
+            let _ = self.undecodable(id);
+            batch.push_corrupt(id);
+        }
+        Ok(())
+    }
+
+    /// `read_many` in `pread` mode: runs of up to [`RUN_BYTES`] of consecutive slots in one shard are read
+    /// with one `pread` between two reads of the write sequence (the seqlock of the read-only path, which
+    /// holds for this process's writer too: its writes are `pwrite`s bracketed by the sequence). A run
+    /// copied while the sequence moved is read again record by record through `find`.
+    fn read_runs(&self, ids: Range<u64>, batch: &mut ReadBatch) -> Result<(), Error> {
+        let size = self.layout.record_size();
+        let per_run = (RUN_BYTES / size).max(1) as u64;
+        let mut frames = batch.take_frames();
+        let mut id = ids.start;
+        let result = loop {
+            if id >= ids.end {
+                break Ok(());
+            }
+            let first = self.layout.slot(id);
+            let n = (ids.end - id).min(self.layout.slots_left_in_shard(first)).min(per_run);
+            let len = n as usize * size;
+            if frames.len() < len {
+                frames.resize(len, 0);
+            }
+            let before = self.control.write_seq();
+            let writing = self.control.writing();
+            if let Err(e) = self.store.read_run(first, &mut frames[..len]) {
+                break Err(e);
+            }
+            let after = self.control.write_seq_after_copy();
+            let in_run = writing.checked_sub(1).is_some_and(|w| w >= first && w < first + n);
+            if before != after || (before & 1 == 1 && in_run) {
+                self.telemetry.add(Count::Retry, 1);
+                for one in id..id + n {
+                    if let Err(e) = self.read_one_into(one, batch) {
+                        batch.put_frames(frames);
+                        return Err(e);
+                    }
+                }
+            } else {
+                for (i, slot_bytes) in frames[..len].chunks(size).enumerate() {
+                    self.take_from_run(id + i as u64, first + i as u64, slot_bytes, batch);
+                }
+            }
+            id += n;
+        };
+        batch.put_frames(frames);
+        result
+    }
+
+    /// Checks record `id` in its slot's bytes from a run, and appends it to `batch` (or lists it as
+    /// corrupt), counting as `find` and `served` do.
+    fn take_from_run(&self, id: u64, slot: u64, bytes: &[u8], batch: &mut ReadBatch) {
+        self.telemetry.add(Count::Read, 1);
+        match Frame::check(self.seed, bytes) {
+            Verdict::Valid(frame) if frame.id == id => {
+                let at = batch.data().len();
+                if frame.decode_into(bytes, batch.data()) {
+                    batch.commit(id, at);
+                    self.served(id, batch.data().len() - at);
+                } else {
+                    let _ = self.undecodable(id);
+                    batch.push_corrupt(id);
+                }
+            }
+            Verdict::Valid(frame) if self.layout.slot(frame.id) != slot => {
+                self.telemetry.add(Count::CrcFailure, 1);
+                batch.push_corrupt(id);
+            }
+            Verdict::Valid(_) | Verdict::Empty => self.telemetry.add(Count::Miss, 1),
+            Verdict::Corrupt => {
+                self.telemetry.add(Count::CrcFailure, 1);
+                batch.push_corrupt(id);
+            }
+        }
     }
 }

@@ -1,13 +1,16 @@
 //! `cachefs ring bench`: the ring against raw file I/O of the same bytes, in one run.
 //!
-//! For each record size, a raw baseline on a preallocated file, then the ring in each I/O mode:
-//! - **write**: a steady-state lap (the file already written once), flushing every 64 records
-//!   (`fdatasync`); the baseline `pwrite`s the same record-sized blocks with the same syncs.
-//! - **cold sequential read**: after closing and `posix_fadvise(DONTNEED)` (the pages' residency is
-//!   checked with `mincore`), one lap in id order with `read`, with and without `prefetch`; the baseline
-//!   reads the file sequentially in 1 MiB `read`s (the device's streaming speed).
-//! - **warm sequential read** and **random read** (uniform ids, page cache warm); the baselines `pread`
-//!   record-sized blocks.
+//! For each record size there are three files of the same size: a raw baseline (preallocated, written
+//! once), and a ring in each I/O mode (written one full lap first). Then, in rounds that alternate
+//! between the three so that a change in the machine's load or the device's speed hits all of them
+//! alike (the median round is reported):
+//! - **write**: the next records (at most `max_flushes` syncs' worth), flushing every `flush_every`;
+//!   the baseline `pwrite`s the same record-sized blocks in order with an `fdatasync` as often.
+//! - **cold sequential read**: after `posix_fadvise(DONTNEED)` on closed files (the pages' residency is
+//!   checked with `mincore`), one lap in id order with `read_many` (1,024 ids a call), with and without
+//!   `prefetch`; the baseline reads the file in 1 MiB `read`s after `posix_fadvise(SEQUENTIAL)`.
+//! Then, page cache warm: **sequential read** (the same lap; the baseline `pread`s record-sized blocks)
+//! and **random read** (`read` of uniform ids; the baseline `pread`s one block).
 //!
 //! Throughput counts record bytes (`record_size` per record, frame header included) for the ring and
 //! the baseline alike.
@@ -19,7 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use cachefs::ring::{Error, IoMode, RingBuffer, RingOptions};
+use cachefs::ring::{Error, IoMode, ReadBatch, RingBuffer, RingOptions};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -30,24 +33,37 @@ pub struct Settings {
     pub mib: u64,
     /// Record sizes to measure.
     pub record_sizes: Vec<u32>,
-    /// Most records written in the measured write lap (bounds the time of small records, one sync per
-    /// 64 of them).
-    pub max_write_records: u64,
+    /// Most syncs in one write measurement (bounds the time of small records).
+    pub max_flushes: u64,
     /// Random reads per measurement.
     pub random_reads: u64,
     /// Records flushed together.
     pub flush_every: u32,
+    /// The prefetch window of the cold reads, in KiB of records.
+    pub prefetch_kib: u64,
+    /// Rounds of the write and cold-read measurements (the median is reported).
+    pub rounds: usize,
 }
 
 impl Settings {
-    /// The figures of docs/benchmarks.md: 128 MiB files, 4 KiB and 128 B records.
+    /// The figures of docs/benchmarks.md: 128 MiB files, 4 KiB and 128 B records, 8 MiB prefetch
+    /// windows (this machine's `read_ahead_kb`), 3 rounds.
     pub fn full(dir: PathBuf) -> Self {
-        Settings { dir, mib: 128, record_sizes: vec![4096, 128], max_write_records: 1 << 18, random_reads: 1 << 20, flush_every: 64 }
+        Settings {
+            dir,
+            mib: 128,
+            record_sizes: vec![4096, 128],
+            max_flushes: 1024,
+            random_reads: 1 << 20,
+            flush_every: 64,
+            prefetch_kib: 8192,
+            rounds: 3,
+        }
     }
 
     /// Seconds, for tests.
     pub fn smoke(dir: PathBuf) -> Self {
-        Settings { dir, mib: 2, record_sizes: vec![4096, 128], max_write_records: 2048, random_reads: 1000, flush_every: 64 }
+        Settings { mib: 2, max_flushes: 16, random_reads: 1000, rounds: 1, ..Settings::full(dir) }
     }
 }
 
@@ -62,7 +78,7 @@ pub struct Row {
     pub cold_read_mbs: f64,
     /// MB/s cold without prefetch (ring only).
     pub cold_read_no_prefetch_mbs: Option<f64>,
-    /// Fraction of the file's pages resident when the cold read started.
+    /// Largest fraction of the file's pages resident when a cold read started.
     pub resident_before_cold: f64,
     /// MB/s, page cache warm.
     pub warm_read_mbs: f64,
@@ -83,8 +99,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
     move |source| BenchError::Io { path: path.display().to_string(), source }
 }
 
+fn os_error(path: &Path, source: std::io::Error) -> BenchError {
+    BenchError::Io { path: path.display().to_string(), source }
+}
+
 fn mbs(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// xorshift64*, for random ids.
@@ -104,11 +129,10 @@ fn drop_cache(path: &Path) -> Result<(), BenchError> {
     let f = File::open(path).map_err(io(path))?;
     f.sync_all().map_err(io(path))?;
     // SAFETY: a hint on an open descriptor; it touches no memory of ours.
-    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    if r != 0 {
-        return Err(BenchError::Io { path: path.display().to_string(), source: std::io::Error::from_raw_os_error(r) });
+    match unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) } {
+        0 => Ok(()),
+        e => Err(os_error(path, std::io::Error::from_raw_os_error(e))),
     }
-    Ok(())
 }
 
 /// The fraction of `paths`' pages in the page cache (`mincore` over a temporary mapping).
@@ -120,21 +144,21 @@ fn resident(paths: &[PathBuf]) -> Result<f64, BenchError> {
         if len == 0 {
             continue;
         }
-        let page = 4096usize;
-        let n = len.div_ceil(page);
+        let n = len.div_ceil(4096);
         let mut vec = vec![0u8; n];
         // SAFETY: maps `len` bytes of an open file read-only and shared; the mapping is only passed
         // to `mincore` (never read through) and unmapped below.
         let addr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0) };
         if addr == libc::MAP_FAILED {
-            return Err(BenchError::Io { path: path.display().to_string(), source: std::io::Error::last_os_error() });
+            return Err(os_error(path, std::io::Error::last_os_error()));
         }
         // SAFETY: `addr` is a page-aligned mapping of `len` bytes and `vec` holds one byte per page.
         let r = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+        let e = std::io::Error::last_os_error();
         // SAFETY: unmaps exactly the mapping made above, which nothing else refers to.
         unsafe { libc::munmap(addr, len) };
         if r != 0 {
-            return Err(BenchError::Io { path: path.display().to_string(), source: std::io::Error::last_os_error() });
+            return Err(os_error(path, e));
         }
         pages += n as u64;
         hot += vec.iter().filter(|&&b| b & 1 == 1).count() as u64;
@@ -142,158 +166,222 @@ fn resident(paths: &[PathBuf]) -> Result<f64, BenchError> {
     Ok(if pages == 0 { 0.0 } else { hot as f64 / pages as f64 })
 }
 
-/// The baseline: a preallocated file written and read with plain system calls.
-fn raw(s: &Settings, size: u32, progress: &dyn Fn(&str)) -> Result<Row, BenchError> {
-    let path = s.dir.join(format!("raw-{size}.dat"));
-    let records = s.mib * (1 << 20) / u64::from(size);
-    let block = vec![0x5Au8; size as usize];
-    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(io(&path))?;
-    // SAFETY: `fallocate` on an open descriptor.
-    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, (records * u64::from(size)) as libc::off_t) } != 0 {
-        return Err(BenchError::Io { path: path.display().to_string(), source: std::io::Error::last_os_error() });
-    }
-    progress(&format!("raw {size} B: first lap"));
-    for i in 0..records {
-        file.write_all_at(&block, i * u64::from(size)).map_err(io(&path))?;
-    }
-    file.sync_data().map_err(io(&path))?;
-    progress(&format!("raw {size} B: writes"));
-    let n = records.min(s.max_write_records);
-    let t = Instant::now();
-    for i in 0..n {
-        file.write_all_at(&block, i * u64::from(size)).map_err(io(&path))?;
-        if (i + 1) % u64::from(s.flush_every) == 0 {
-            file.sync_data().map_err(io(&path))?;
+/// The raw baseline file of one record size.
+struct Raw {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    records: u64,
+    /// The next record to overwrite.
+    next: u64,
+}
+
+impl Raw {
+    fn create(dir: &Path, size: u32, records: u64) -> Result<Raw, BenchError> {
+        let path = dir.join(format!("raw-{size}.dat"));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(io(&path))?;
+        let size = u64::from(size);
+        // SAFETY: `fallocate` on an open descriptor.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, (records * size) as libc::off_t) } != 0 {
+            return Err(os_error(&path, std::io::Error::last_os_error()));
         }
+        let mut raw = Raw { path, file, size, records, next: 0 };
+        raw.write(records, 0)?;
+        raw.file.sync_data().map_err(io(&raw.path))?;
+        Ok(raw)
     }
-    file.sync_data().map_err(io(&path))?;
-    let write_mbs = mbs(n * u64::from(size), t.elapsed().as_secs_f64());
-    progress(&format!("raw {size} B: cold read"));
-    drop_cache(&path)?;
-    let resident_before_cold = resident(std::slice::from_ref(&path))?;
-    let total = records * u64::from(size);
-    let seq = |f: &mut File| -> Result<f64, BenchError> {
-        let mut buf = vec![0u8; 1 << 20];
-        let t = Instant::now();
-        let mut got = 0u64;
-        loop {
-            let k = f.read(&mut buf).map_err(io(&path))?;
-            if k == 0 {
-                break;
+
+    /// Writes `n` blocks in order (wrapping), syncing every `every` (0: never).
+    fn write(&mut self, n: u64, every: u64) -> Result<(), BenchError> {
+        let block = vec![0x5Au8; self.size as usize];
+        for i in 0..n {
+            self.file.write_all_at(&block, self.next * self.size).map_err(io(&self.path))?;
+            self.next = (self.next + 1) % self.records;
+            if every > 0 && (i + 1) % every == 0 {
+                self.file.sync_data().map_err(io(&self.path))?;
             }
-            got += k as u64;
         }
-        assert_eq!(got, total);
-        Ok(mbs(total, t.elapsed().as_secs_f64()))
-    };
-    let cold_read_mbs = seq(&mut File::open(&path).map_err(io(&path))?)?;
-    progress(&format!("raw {size} B: warm reads"));
-    let warm_read_mbs = {
-        let mut buf = vec![0u8; size as usize];
+        Ok(())
+    }
+
+    /// A cold sequential read of the whole file: (MB/s, resident fraction before).
+    fn cold_read(&self) -> Result<(f64, f64), BenchError> {
+        drop_cache(&self.path)?;
+        let resident = resident(std::slice::from_ref(&self.path))?;
+        let mut f = File::open(&self.path).map_err(io(&self.path))?;
+        // SAFETY: a hint on an open descriptor; it touches no memory of ours.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+        let mut buf = vec![0u8; 1 << 20];
+        let (t, mut got) = (Instant::now(), 0u64);
+        loop {
+            match f.read(&mut buf).map_err(io(&self.path))? {
+                0 => break,
+                k => got += k as u64,
+            }
+        }
+        assert_eq!(got, self.records * self.size);
+        Ok((mbs(got, t.elapsed().as_secs_f64()), resident))
+    }
+
+    fn warm_read(&self) -> Result<f64, BenchError> {
+        let mut buf = vec![0u8; self.size as usize];
         let t = Instant::now();
-        for i in 0..records {
-            file.read_exact_at(&mut buf, i * u64::from(size)).map_err(io(&path))?;
+        for i in 0..self.records {
+            self.file.read_exact_at(&mut buf, i * self.size).map_err(io(&self.path))?;
         }
-        mbs(total, t.elapsed().as_secs_f64())
-    };
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut buf = vec![0u8; size as usize];
-    let t = Instant::now();
-    for _ in 0..s.random_reads {
-        file.read_exact_at(&mut buf, rng.below(records) * u64::from(size)).map_err(io(&path))?;
+        Ok(mbs(self.records * self.size, t.elapsed().as_secs_f64()))
     }
-    let random_read_ns = t.elapsed().as_nanos() as f64 / s.random_reads as f64;
-    drop(file);
-    let _ = std::fs::remove_file(&path);
-    Ok(Row {
-        record_size: size,
-        mode: None,
-        write_mbs,
-        cold_read_mbs,
-        cold_read_no_prefetch_mbs: None,
-        resident_before_cold,
-        warm_read_mbs,
-        random_read_ns,
-    })
+
+    fn random_read(&self, n: u64) -> Result<f64, BenchError> {
+        let (mut rng, mut buf) = (Rng(0x9E37_79B9_7F4A_7C15), vec![0u8; self.size as usize]);
+        let t = Instant::now();
+        for _ in 0..n {
+            self.file.read_exact_at(&mut buf, rng.below(self.records) * self.size).map_err(io(&self.path))?;
+        }
+        Ok(t.elapsed().as_nanos() as f64 / n as f64)
+    }
 }
 
-/// One lap of reads in id order; MB/s of record bytes.
-fn read_lap(ring: &RingBuffer, first: u64, records: u64, size: u32) -> Result<f64, BenchError> {
-    let mut buf = Vec::with_capacity(size as usize);
-    let t = Instant::now();
-    for id in first..first + records {
-        ring.read(id, &mut buf)?;
-    }
-    Ok(mbs(records * u64::from(size), t.elapsed().as_secs_f64()))
+/// One ring of the bench.
+struct Ring {
+    path: PathBuf,
+    options: RingOptions,
+    size: u64,
+    records: u64,
 }
 
-fn ring(s: &Settings, size: u32, mode: IoMode, progress: &dyn Fn(&str)) -> Result<Row, BenchError> {
-    let path = s.dir.join(format!("ring-{size}-{}.dat", mode.name()));
-    let records = s.mib * (1 << 20) / u64::from(size);
-    let geometry = RingOptions { mode, shard_bytes: 4096 + records * u64::from(size), ..RingOptions::new(records, size) };
-    let payload = vec![0x5Au8; size as usize - 24];
-    let name = mode.name();
-    progress(&format!("ring {size} B {name}: first lap"));
-    {
-        let ring = RingBuffer::open(&path, geometry.clone())?;
+impl Ring {
+    fn create(dir: &Path, size: u32, records: u64, mode: IoMode) -> Result<Ring, BenchError> {
+        let path = dir.join(format!("ring-{size}-{}.dat", mode.name()));
+        let options = RingOptions { mode, shard_bytes: 4096 + records * u64::from(size), ..RingOptions::new(records, size) };
+        let ring = RingBuffer::open(&path, options.clone())?;
+        let payload = vec![0x5Au8; size as usize - 24];
         for id in 0..records {
             ring.write(id, &payload)?;
         }
         ring.close()?;
+        Ok(Ring { path, options, size: u64::from(size), records })
     }
-    progress(&format!("ring {size} B {name}: writes"));
-    let n = records.min(s.max_write_records);
-    let ring = RingBuffer::open(&path, RingOptions { flush_every: s.flush_every, ..geometry.clone() })?;
-    let t = Instant::now();
-    for id in records..records + n {
-        ring.write(id, &payload)?;
-    }
-    ring.flush()?;
-    let write_mbs = mbs(n * u64::from(size), t.elapsed().as_secs_f64());
-    let files = ring.files().to_vec();
-    let latest = ring.latest_id().expect("written");
-    ring.close()?;
-    let first = latest + 1 - records;
-    let prefetch = ((1u64 << 20) / u64::from(size)).max(64) as u32;
 
-    let cold = |prefetch: u32| -> Result<(f64, f64), BenchError> {
+    fn open(&self, flush_every: u32, prefetch: u32) -> Result<RingBuffer, BenchError> {
+        Ok(RingBuffer::open(&self.path, RingOptions { flush_every, prefetch, ..self.options.clone() })?)
+    }
+
+    /// Writes `n` more records through `ring` (flushing as it was opened to).
+    fn write(&self, ring: &RingBuffer, n: u64) -> Result<(), BenchError> {
+        let payload = vec![0x5Au8; self.size as usize - 24];
+        let next = ring.latest_id().map_or(0, |l| l + 1);
+        for id in next..next + n {
+            ring.write(id, &payload)?;
+        }
+        ring.flush()?;
+        Ok(())
+    }
+
+    /// One lap in id order, 1,024 ids per `read_many`: MB/s.
+    fn read_lap(&self, ring: &RingBuffer) -> Result<f64, BenchError> {
+        let first = ring.latest_id().expect("written") + 1 - self.records;
+        let mut batch = ReadBatch::new();
+        let (t, mut got) = (Instant::now(), 0);
+        for start in (first..first + self.records).step_by(1024) {
+            got += ring.read_many(start..(start + 1024).min(first + self.records), &mut batch)?;
+        }
+        assert_eq!(got as u64, self.records, "every record of the lap");
+        Ok(mbs(self.records * self.size, t.elapsed().as_secs_f64()))
+    }
+
+    fn cold_read(&self, prefetch: u32) -> Result<(f64, f64), BenchError> {
+        let files: Vec<PathBuf> = self.open(0, 0)?.files().to_vec();
         for f in &files {
             drop_cache(f)?;
         }
         let resident = resident(&files)?;
-        let ring = RingBuffer::open(&path, RingOptions { prefetch, ..geometry.clone() })?;
-        let mbs = read_lap(&ring, first, records, size)?;
-        Ok((mbs, resident))
-    };
-    progress(&format!("ring {size} B {name}: cold read"));
-    let (cold_read_mbs, resident_before_cold) = cold(prefetch)?;
-    progress(&format!("ring {size} B {name}: cold read, no prefetch"));
-    let (no_prefetch, _) = cold(0)?;
-    progress(&format!("ring {size} B {name}: warm reads"));
-    let ring = RingBuffer::open(&path, geometry)?;
-    read_lap(&ring, first, records, size)?;
-    let warm_read_mbs = read_lap(&ring, first, records, size)?;
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut buf = Vec::with_capacity(size as usize);
-    let t = Instant::now();
-    for _ in 0..s.random_reads {
-        ring.read(first + rng.below(records), &mut buf)?;
+        let ring = self.open(0, prefetch)?;
+        Ok((self.read_lap(&ring)?, resident))
     }
-    let random_read_ns = t.elapsed().as_nanos() as f64 / s.random_reads as f64;
-    drop(ring);
-    for f in &files {
-        let _ = std::fs::remove_file(f);
+
+    fn random_read(&self, ring: &RingBuffer, n: u64) -> Result<f64, BenchError> {
+        let first = ring.latest_id().expect("written") + 1 - self.records;
+        let (mut rng, mut buf) = (Rng(0x9E37_79B9_7F4A_7C15), Vec::with_capacity(self.size as usize));
+        let t = Instant::now();
+        for _ in 0..n {
+            ring.read(first + rng.below(self.records), &mut buf)?;
+        }
+        Ok(t.elapsed().as_nanos() as f64 / n as f64)
     }
-    Ok(Row {
+}
+
+/// The three rows of one record size.
+fn measure(s: &Settings, size: u32, progress: &dyn Fn(&str)) -> Result<Vec<Row>, BenchError> {
+    let records = s.mib * (1 << 20) / u64::from(size);
+    let writes = records.min(s.max_flushes * u64::from(s.flush_every));
+    let prefetch = (s.prefetch_kib * 1024 / u64::from(size)).max(1) as u32;
+    progress(&format!("{size} B: writing the files once"));
+    let mut raw = Raw::create(&s.dir, size, records)?;
+    let rings = [Ring::create(&s.dir, size, records, IoMode::Mmap)?, Ring::create(&s.dir, size, records, IoMode::Pread)?];
+    // [raw, mmap, pread] per measure; ring cold reads with and without prefetch.
+    let (mut write, mut cold, mut cold_bare, mut hot) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]], [vec![], vec![]], 0.0f64);
+    let handles: Vec<RingBuffer> = rings.iter().map(|r| r.open(s.flush_every, 0)).collect::<Result<_, _>>()?;
+    for round in 0..s.rounds {
+        progress(&format!("{size} B: writes, round {}", round + 1));
+        let t = Instant::now();
+        raw.write(writes, u64::from(s.flush_every))?;
+        raw.file.sync_data().map_err(io(&raw.path))?;
+        write[0].push(mbs(writes * u64::from(size), t.elapsed().as_secs_f64()));
+        for (i, (ring, handle)) in rings.iter().zip(&handles).enumerate() {
+            let t = Instant::now();
+            ring.write(handle, writes)?;
+            write[i + 1].push(mbs(writes * u64::from(size), t.elapsed().as_secs_f64()));
+        }
+    }
+    drop(handles);
+    for round in 0..s.rounds {
+        progress(&format!("{size} B: cold reads, round {}", round + 1));
+        let (mbs, r) = raw.cold_read()?;
+        cold[0].push(mbs);
+        hot = hot.max(r);
+        for (i, ring) in rings.iter().enumerate() {
+            let (mbs, r) = ring.cold_read(prefetch)?;
+            cold[i + 1].push(mbs);
+            let (bare, r2) = ring.cold_read(0)?;
+            cold_bare[i].push(bare);
+            hot = hot.max(r).max(r2);
+        }
+    }
+    progress(&format!("{size} B: warm and random reads"));
+    raw.warm_read()?;
+    let mut rows = vec![Row {
         record_size: size,
-        mode: Some(mode),
-        write_mbs,
-        cold_read_mbs,
-        cold_read_no_prefetch_mbs: Some(no_prefetch),
-        resident_before_cold,
-        warm_read_mbs,
-        random_read_ns,
-    })
+        mode: None,
+        write_mbs: median(write[0].clone()),
+        cold_read_mbs: median(cold[0].clone()),
+        cold_read_no_prefetch_mbs: None,
+        resident_before_cold: hot,
+        warm_read_mbs: raw.warm_read()?,
+        random_read_ns: raw.random_read(s.random_reads)?,
+    }];
+    for (i, ring) in rings.iter().enumerate() {
+        let handle = ring.open(0, 0)?;
+        ring.read_lap(&handle)?;
+        rows.push(Row {
+            record_size: size,
+            mode: Some(ring.options.mode),
+            write_mbs: median(write[i + 1].clone()),
+            cold_read_mbs: median(cold[i + 1].clone()),
+            cold_read_no_prefetch_mbs: Some(median(cold_bare[i].clone())),
+            resident_before_cold: hot,
+            warm_read_mbs: ring.read_lap(&handle)?,
+            random_read_ns: ring.random_read(&handle, s.random_reads)?,
+        });
+        let files = handle.files().to_vec();
+        drop(handle);
+        for f in files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    drop(raw.file);
+    let _ = std::fs::remove_file(&raw.path);
+    Ok(rows)
 }
 
 /// Runs every measurement; `progress` names each step as it starts.
@@ -301,10 +389,7 @@ pub fn run(s: &Settings, progress: &dyn Fn(&str)) -> Result<Vec<Row>, BenchError
     std::fs::create_dir_all(&s.dir).map_err(io(&s.dir))?;
     let mut rows = Vec::new();
     for &size in &s.record_sizes {
-        rows.push(raw(s, size, progress)?);
-        for mode in [IoMode::Mmap, IoMode::Pread] {
-            rows.push(ring(s, size, mode, progress)?);
-        }
+        rows.extend(measure(s, size, progress)?);
     }
     Ok(rows)
 }

@@ -103,6 +103,18 @@ impl Store for MmapStore {
         Ok(n)
     }
 
+    fn read_run(&self, first: u64, out: &mut [u8]) -> Result<(), Error> {
+        let size = self.layout.record_size();
+        debug_assert!(out.len() as u64 <= self.layout.slots_left_in_shard(first) * size as u64);
+        for (i, slot) in out.chunks_mut(size).enumerate() {
+            let n = slot.len();
+            // SAFETY: `first + i` is in the same shard as `first` (the caller's contract), so its slot is
+            // mapped, and `n <= size` bytes of it are copied.
+            unsafe { load_words(self.at(first + i as u64), 0, n, slot) };
+        }
+        Ok(())
+    }
+
     fn mapped(&self, slot: u64) -> Option<*const u8> {
         Some(self.at(slot).cast_const())
     }

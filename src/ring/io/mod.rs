@@ -25,6 +25,10 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
     /// behaviour (atomic word loads, or the kernel's copy), and the caller validates what it got.
     fn read_frame(&self, slot: u64, out: &mut [u8]) -> Result<usize, Error>;
 
+    /// Copies whole slots `first..first + out.len() / record_size`, all in one shard, into `out` with one
+    /// read (for batches in `pread` mode). Same caveats as `read_frame`.
+    fn read_run(&self, first: u64, out: &mut [u8]) -> Result<(), Error>;
+
     /// The address of `slot`'s first byte, if the slot is mapped in this process.
     fn mapped(&self, slot: u64) -> Option<*const u8>;
 

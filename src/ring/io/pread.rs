@@ -40,6 +40,13 @@ impl Store for PreadStore {
         Ok(n)
     }
 
+    fn read_run(&self, first: u64, out: &mut [u8]) -> Result<(), Error> {
+        let (shard, at) = self.file_offset(first);
+        let file = self.shards.get(shard);
+        debug_assert!(out.len() as u64 <= self.layout.slots_left_in_shard(first) * self.layout.record_size() as u64);
+        file.file().read_exact_at(out, at).map_err(|e| Error::io(file.path(), e))
+    }
+
     fn mapped(&self, _slot: u64) -> Option<*const u8> {
         None
     }
