@@ -12,8 +12,9 @@
 //!   After [`ATTEMPTS`] unstable copies (a writer rewriting the whole ring faster than one slot can be
 //!   copied), a copy whose frame checks is served (a torn copy passes a CRC32 with probability 2⁻³²) and
 //!   anything else is `NotFound`, never a false `Corrupt`.
-//! - **`read_many` in `pread` mode** reads runs of consecutive slots with one `pread` each, under the
-//!   same seqlock, falling back to record-by-record reads for a run the writer touched.
+//! - **`read_many`** copies runs of consecutive slots at once (one `pread` of up to 1 MiB, or 64 KiB of
+//!   atomic word loads from the mapping) under the same seqlock, in every handle, falling back to
+//!   record-by-record reads for a run the writer touched.
 
 use std::ops::Range;
 
@@ -27,7 +28,9 @@ use super::{Error, ReadBatch, RingBuffer};
 /// Copies a read-only handle makes of one slot before giving up on a stable one.
 pub(crate) const ATTEMPTS: u32 = 8;
 /// Most bytes `read_many` reads with one `pread`.
-const RUN_BYTES: usize = 256 << 10;
+const RUN_BYTES: usize = 1 << 20;
+/// Most bytes `read_many` copies from a mapping at once (checked while still in cache).
+const MAPPED_RUN_BYTES: usize = 64 << 10;
 
 /// A checked frame and where its bytes are.
 pub(crate) struct Found<'a> {
@@ -152,8 +155,13 @@ impl RingBuffer {
     fn served(&self, id: u64, bytes: usize) {
         self.telemetry.add(Count::Hit, 1);
         self.telemetry.add(Count::BytesRead, bytes as u64);
-        if let Some((first, count)) = self.prefetch.after_read(id) {
-            self.store.prefetch(self.layout.slot(first), count);
+        self.prefetch_after(id, id);
+    }
+
+    /// Prefetches after reads of `first..=last`, if they continue a sequential scan.
+    fn prefetch_after(&self, first: u64, last: u64) {
+        if let Some((from, count)) = self.prefetch.after_reads(first, last) {
+            self.store.prefetch(self.layout.slot(from), count);
             self.telemetry.add(Count::Prefetch, 1);
         }
     }
@@ -206,23 +214,15 @@ impl RingBuffer {
         Ok(record)
     }
 
-    /// `read_many`: every record of `ids` that is in the ring, into `batch` (cleared first). Mapped
-    /// rings check each slot in place; `pread` rings read runs of consecutive slots with one system
-    /// call each (see `read_runs`).
+    /// `read_many`: every record of `ids` that is in the ring, into `batch` (cleared first), read in
+    /// runs of consecutive slots (see `read_runs`).
     pub(crate) fn read_range(&self, ids: Range<u64>, batch: &mut ReadBatch) -> Result<usize, Error> {
         batch.clear();
         let Some(latest) = self.control.published().checked_sub(1) else { return Ok(0) };
         let oldest = (latest + 1).saturating_sub(self.layout.records());
         let (start, end) = (ids.start.max(oldest), ids.end.min(latest + 1));
-        if start >= end {
-            return Ok(0);
-        }
-        if self.store.mapped(0).is_none() {
+        if start < end {
             self.read_runs(start..end, batch)?;
-        } else {
-            for id in start..end {
-                self.read_one_into(id, batch)?;
-            }
         }
         Ok(batch.len())
     }
@@ -251,13 +251,16 @@ impl RingBuffer {
         Ok(())
     }
 
-    /// `read_many` in `pread` mode: runs of up to [`RUN_BYTES`] of consecutive slots in one shard are read
-    /// with one `pread` between two reads of the write sequence (the seqlock of the read-only path, which
-    /// holds for this process's writer too: its writes are `pwrite`s bracketed by the sequence). A run
-    /// copied while the sequence moved is read again record by record through `find`.
+    /// `read_many`'s runs: up to a run's worth of consecutive slots in one shard is copied at once (one
+    /// `pread`, or word-wise atomic loads from the mapping) between two reads of the write sequence: the
+    /// seqlock of the read-only path, which holds for this process's writer too, since every write it
+    /// makes is bracketed by the sequence and stores mapped words atomically. A run copied while the
+    /// sequence moved is read again record by record through `find`. Statistics and prefetch are
+    /// accounted once per run.
     fn read_runs(&self, ids: Range<u64>, batch: &mut ReadBatch) -> Result<(), Error> {
         let size = self.layout.record_size();
-        let per_run = (RUN_BYTES / size).max(1) as u64;
+        let run_bytes = if self.store.mapped(0).is_some() { MAPPED_RUN_BYTES } else { RUN_BYTES };
+        let per_run = (run_bytes / size).max(1) as u64;
         let mut frames = batch.take_frames();
         let mut id = ids.start;
         let result = loop {
@@ -279,16 +282,15 @@ impl RingBuffer {
             let in_run = writing.checked_sub(1).is_some_and(|w| w >= first && w < first + n);
             if before != after || (before & 1 == 1 && in_run) {
                 self.telemetry.add(Count::Retry, 1);
-                for one in id..id + n {
-                    if let Err(e) = self.read_one_into(one, batch) {
-                        batch.put_frames(frames);
-                        return Err(e);
-                    }
+                if let Err(e) = (id..id + n).try_for_each(|one| self.read_one_into(one, batch)) {
+                    break Err(e);
                 }
             } else {
-                for (i, slot_bytes) in frames[..len].chunks(size).enumerate() {
-                    self.take_from_run(id + i as u64, first + i as u64, slot_bytes, batch);
+                let mut tally = RunTally::default();
+                for (i, bytes) in frames[..len].chunks(size).enumerate() {
+                    self.take_from_run(id + i as u64, first + i as u64, bytes, batch, &mut tally);
                 }
+                self.account_run(id, n, &tally);
             }
             id += n;
         };
@@ -296,30 +298,55 @@ impl RingBuffer {
         result
     }
 
-    /// Checks record `id` in its slot's bytes from a run, and appends it to `batch` (or lists it as
-    /// corrupt), counting as `find` and `served` do.
-    fn take_from_run(&self, id: u64, slot: u64, bytes: &[u8], batch: &mut ReadBatch) {
-        self.telemetry.add(Count::Read, 1);
+    /// Checks record `id` in its slot's bytes from a run and appends it to `batch` (or lists it as
+    /// corrupt), tallying the outcome.
+    fn take_from_run(&self, id: u64, slot: u64, bytes: &[u8], batch: &mut ReadBatch, tally: &mut RunTally) {
         match Frame::check(self.seed, bytes) {
             Verdict::Valid(frame) if frame.id == id => {
                 let at = batch.data().len();
                 if frame.decode_into(bytes, batch.data()) {
                     batch.commit(id, at);
-                    self.served(id, batch.data().len() - at);
+                    tally.hits += 1;
+                    tally.bytes += (batch.data().len() - at) as u64;
                 } else {
-                    let _ = self.undecodable(id);
+                    tally.corrupt += 1;
                     batch.push_corrupt(id);
                 }
             }
             Verdict::Valid(frame) if self.layout.slot(frame.id) != slot => {
-                self.telemetry.add(Count::CrcFailure, 1);
+                tally.corrupt += 1;
                 batch.push_corrupt(id);
             }
-            Verdict::Valid(_) | Verdict::Empty => self.telemetry.add(Count::Miss, 1),
+            Verdict::Valid(_) | Verdict::Empty => tally.misses += 1,
             Verdict::Corrupt => {
-                self.telemetry.add(Count::CrcFailure, 1);
+                tally.corrupt += 1;
                 batch.push_corrupt(id);
             }
         }
     }
+
+    /// Counts a run of `n` reads from `first` and prefetches after it.
+    fn account_run(&self, first: u64, n: u64, tally: &RunTally) {
+        let t = &self.telemetry;
+        t.add(Count::Read, n);
+        for (count, v) in
+            [(Count::Hit, tally.hits), (Count::Miss, tally.misses), (Count::CrcFailure, tally.corrupt), (Count::BytesRead, tally.bytes)]
+        {
+            if v > 0 {
+                t.add(count, v);
+            }
+        }
+        if tally.hits > 0 {
+            self.prefetch_after(first, first + n - 1);
+        }
+    }
+}
+
+/// Outcomes of one run of `read_many`.
+#[derive(Debug, Default)]
+struct RunTally {
+    hits: u64,
+    misses: u64,
+    corrupt: u64,
+    bytes: u64,
 }

@@ -13,7 +13,7 @@
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
 
-use super::{Store, claimed_len};
+use super::{Store, chunks, claimed_len};
 use crate::ring::Error;
 use crate::ring::geometry::{HEADER_BYTES, Layout};
 use crate::ring::record::FRAME_HEADER;
@@ -144,13 +144,13 @@ impl Store for MmapStore {
     }
 
     fn prefetch(&self, first: u64, count: u64) {
-        let page = page_size();
+        let page = page_size() as u64;
         self.layout.runs(first, count, |shard, offset, len| {
             let map = &self.maps[shard as usize];
-            let start = offset as usize / page * page;
-            let end = (offset + len) as usize;
-            // A hint: failure changes nothing but speed.
-            let _ = map.advise_range(Advice::WillNeed, start, end - start);
+            chunks(offset / page * page, offset + len - offset / page * page, |at, n| {
+                // A hint: failure changes nothing but speed.
+                let _ = map.advise_range(Advice::WillNeed, at as usize, n as usize);
+            });
         });
     }
 }

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use super::Store;
+use super::{Store, chunks};
 use crate::ring::Error;
 use crate::ring::geometry::{HEADER_BYTES, Layout};
 use crate::ring::record::FRAME_HEADER;
@@ -89,16 +89,13 @@ impl Store for PreadStore {
     fn prefetch(&self, first: u64, count: u64) {
         self.layout.runs(first, count, |shard, offset, len| {
             let file = self.shards.get(shard).file();
-            // SAFETY: `posix_fadvise` on an open descriptor; a hint that touches no memory of ours.
-            // Failure changes nothing but speed.
-            unsafe {
-                libc::posix_fadvise(
-                    file.as_raw_fd(),
-                    (HEADER_BYTES + offset) as libc::off_t,
-                    len as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                );
-            }
+            chunks(HEADER_BYTES + offset, len, |at, n| {
+                // SAFETY: `posix_fadvise` on an open descriptor; a hint that touches no memory of ours.
+                // Failure changes nothing but speed.
+                unsafe {
+                    libc::posix_fadvise(file.as_raw_fd(), at as libc::off_t, n as libc::off_t, libc::POSIX_FADV_WILLNEED);
+                }
+            });
         });
     }
 }
