@@ -123,7 +123,7 @@ use header::Control;
 use io::{MmapStore, PreadStore, Store};
 use pool::FramePool;
 use prefetch::Prefetcher;
-use record::{FRAME_HEADER, crc_seed};
+use record::{FRAME_HEADER, Seed};
 use shard::Shards;
 use wait::Waiters;
 use write::Writer;
@@ -135,7 +135,7 @@ pub struct RingBuffer {
     files: Vec<PathBuf>,
     layout: Layout,
     /// The CRC seed of this ring's frames.
-    seed: u32,
+    seed: Seed,
     mode: IoMode,
     store: Box<dyn Store>,
     control: Arc<Control>,
@@ -175,7 +175,7 @@ impl RingBuffer {
         let shards = Shards::open_writer(path, layout)?;
         let control = Control::map(shards.get(0).file(), true).map_err(|e| Error::io(path, e))?;
         let mut ring = RingBuffer::assemble(path, shards, control, options.mode, options.prefetch, options.name)?;
-        let recovered = recover::recover(&*ring.store, layout, ring.seed, &ring.control)?;
+        let recovered = recover::recover(&*ring.store, layout, &ring.seed, &ring.control)?;
         if let Some(slot) = recovered.torn {
             ring.store.write_frame(slot, &[0; FRAME_HEADER], &[])?;
         }
@@ -209,7 +209,7 @@ impl RingBuffer {
         name: String,
     ) -> Result<RingBuffer, Error> {
         let layout = shards.layout();
-        let (seed, files) = (crc_seed(shards.nonce()), shards.paths());
+        let (seed, files) = (Seed::new(shards.nonce()), shards.paths());
         let write = control.is_writable();
         let store: Box<dyn Store> = match mode {
             IoMode::Mmap => Box::new(MmapStore::new(shards, write)?),

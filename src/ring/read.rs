@@ -12,9 +12,10 @@
 //!   After [`ATTEMPTS`] unstable copies (a writer rewriting the whole ring faster than one slot can be
 //!   copied), a copy whose frame checks is served (a torn copy passes a CRC32 with probability 2⁻³²) and
 //!   anything else is `NotFound`, never a false `Corrupt`.
-//! - **`read_many`** copies runs of consecutive slots at once (one `pread` of up to 1 MiB, or 64 KiB of
-//!   atomic word loads from the mapping) under the same seqlock, in every handle, falling back to
-//!   record-by-record reads for a run the writer touched.
+//! - **`read_many`** works in runs of consecutive slots: in place under pins for the writer's mapped
+//!   handle; otherwise copied at once (one `pread` of up to 1 MiB, or 64 KiB of atomic word loads from
+//!   the mapping) under the same seqlock, falling back to record-by-record reads for a run the writer
+//!   touched.
 
 use std::ops::Range;
 
@@ -108,7 +109,7 @@ impl RingBuffer {
             if before == after || round + 1 == ATTEMPTS {
                 if before != after {
                     // Unstable to the end: only a frame that checks may be served (see the docs).
-                    return match Frame::check(self.seed, &buf[..n]) {
+                    return match Frame::check(&self.seed, &buf[..n]) {
                         Verdict::Valid(_) => Ok(Seen::Copied(buf, n)),
                         _ => Ok(Seen::Changing),
                     };
@@ -139,8 +140,8 @@ impl RingBuffer {
         let slot = self.layout.slot(id);
         let (verdict, source) = match self.see(slot)? {
             Seen::Changing => return Err(Error::NotFound { id }),
-            Seen::Mapped(bytes, pin) => (Frame::check(self.seed, bytes), Source::Mapped { slot: bytes, pin }),
-            Seen::Copied(buf, n) => (Frame::check(self.seed, &buf[..n]), Source::Copied(buf)),
+            Seen::Mapped(bytes, pin) => (Frame::check(&self.seed, bytes), Source::Mapped { slot: bytes, pin }),
+            Seen::Copied(buf, n) => (Frame::check(&self.seed, &buf[..n]), Source::Copied(buf)),
         };
         match verdict {
             Verdict::Valid(frame) if frame.id == id => Ok(Found { frame, source }),
@@ -251,12 +252,13 @@ impl RingBuffer {
         Ok(())
     }
 
-    /// `read_many`'s runs: up to a run's worth of consecutive slots in one shard is copied at once (one
-    /// `pread`, or word-wise atomic loads from the mapping) between two reads of the write sequence: the
-    /// seqlock of the read-only path, which holds for this process's writer too, since every write it
-    /// makes is bracketed by the sequence and stores mapped words atomically. A run copied while the
-    /// sequence moved is read again record by record through `find`. Statistics and prefetch are
-    /// accounted once per run.
+    /// `read_many`'s runs: the writer's handle, mapped, checks each slot of a run in place under its pin.
+    /// Otherwise up to a run's worth of consecutive slots in one shard is copied at once (one `pread`, or
+    /// word-wise atomic loads from the mapping) between two reads of the write sequence: the seqlock of
+    /// the read-only path, which holds for this process's writer too, since every write it makes is
+    /// bracketed by the sequence (and stores mapped words atomically). A run copied while the sequence
+    /// moved is read again record by record through `find`. Statistics and prefetch are accounted once
+    /// per run.
     fn read_runs(&self, ids: Range<u64>, batch: &mut ReadBatch) -> Result<(), Error> {
         let size = self.layout.record_size();
         let run_bytes = if self.store.mapped(0).is_some() { MAPPED_RUN_BYTES } else { RUN_BYTES };
@@ -269,6 +271,23 @@ impl RingBuffer {
             }
             let first = self.layout.slot(id);
             let n = (ids.end - id).min(self.layout.slots_left_in_shard(first)).min(per_run);
+            if self.writer.is_some() && self.store.mapped(first).is_some() {
+                // This process's writer, mapped: check each slot in place under its pin, no run copy.
+                let mut tally = RunTally::default();
+                for i in 0..n {
+                    match self.see(first + i) {
+                        Ok(Seen::Mapped(bytes, _pin)) => self.take_from_run(id + i, first + i, bytes, batch, &mut tally),
+                        Ok(_) => tally.misses += 1, // being overwritten
+                        Err(e) => {
+                            batch.put_frames(frames);
+                            return Err(e);
+                        }
+                    }
+                }
+                self.account_run(id, n, &tally);
+                id += n;
+                continue;
+            }
             let len = n as usize * size;
             if frames.len() < len {
                 frames.resize(len, 0);
@@ -301,7 +320,7 @@ impl RingBuffer {
     /// Checks record `id` in its slot's bytes from a run and appends it to `batch` (or lists it as
     /// corrupt), tallying the outcome.
     fn take_from_run(&self, id: u64, slot: u64, bytes: &[u8], batch: &mut ReadBatch, tally: &mut RunTally) {
-        match Frame::check(self.seed, bytes) {
+        match Frame::check(&self.seed, bytes) {
             Verdict::Valid(frame) if frame.id == id => {
                 let at = batch.data().len();
                 if frame.decode_into(bytes, batch.data()) {

@@ -2,20 +2,20 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     2  magic 0xC5F7: never zero, so a zero-filled slot is never a record
-//!      2     2  flags: bits 0-1 the payload's codec (0 stored as given, 1 LZ4 block); other bits 0
-//!      4     4  CRC32 (crc32fast) of bytes 0..4 and 8..24 and the stored payload, seeded per ring
+//!      0     4  CRC32 (crc32fast) of bytes 4 .. 24 + stored length, seeded per ring
+//!      4     2  magic 0xC5F7: never zero, so a zero-filled slot is never a record
+//!      6     2  flags: bits 0-1 the payload's codec (0 stored as given, 1 LZ4 block); other bits 0
 //!      8     8  id
 //!     16     4  stored length (bytes of payload in the slot)
 //!     20     4  payload length once decoded (equal to the stored length when not compressed)
 //!     24     …  payload, then unused bytes up to record_size
 //! ```
 //!
-//! All integers are little-endian. The CRC covers every header byte but its own and the payload, and
-//! starts from a seed derived from the ring's random nonce, so a record copied from another ring (or a
-//! stale shard file of an older ring at the same path) does not validate. A frame is accepted only if
-//! its magic, flags, lengths and CRC all check; any flipped bit among those bytes is caught. The unused
-//! bytes after the payload are never read or served.
+//! All integers are little-endian. The CRC covers every header byte after its own and the payload, in
+//! one contiguous pass, and starts from a seed derived from the ring's random nonce, so a record copied
+//! from another ring (or a stale shard file of an older ring at the same path) does not validate. A
+//! frame is accepted only if its magic, flags, lengths and CRC all check; any flipped bit among those
+//! bytes is caught. The unused bytes after the payload are never read or served.
 
 /// Bytes of the frame header.
 pub(crate) const FRAME_HEADER: usize = 24;
@@ -50,17 +50,33 @@ pub(crate) enum Verdict {
     Valid(Frame),
 }
 
-/// The CRC seed of a ring with `nonce` (never zero, whatever the nonce).
-pub(crate) fn crc_seed(nonce: u64) -> u32 {
-    ((nonce ^ (nonce >> 32)) as u32) | 1
+/// A ring's frame checksum: CRC32 started from a seed derived from the ring's nonce (never zero,
+/// whatever the nonce). Holds a hasher set up once (CPU feature detection included) and cloned per frame.
+#[derive(Clone)]
+pub(crate) struct Seed(crc32fast::Hasher);
+
+impl std::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seed")
+    }
 }
 
-fn crc(seed: u32, header: &[u8], payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new_with_initial(seed);
-    h.update(&header[0..4]);
-    h.update(&header[8..FRAME_HEADER]);
-    h.update(payload);
-    h.finalize()
+impl Seed {
+    pub(crate) fn new(nonce: u64) -> Seed {
+        Seed::from_u32(((nonce ^ (nonce >> 32)) as u32) | 1)
+    }
+
+    fn from_u32(seed: u32) -> Seed {
+        Seed(crc32fast::Hasher::new_with_initial(seed))
+    }
+
+    /// The CRC of a frame whose header and stored payload are `covered` (bytes 4 onwards).
+    #[inline]
+    fn crc(&self, covered: &[u8]) -> u32 {
+        let mut h = self.0.clone();
+        h.update(covered);
+        h.finalize()
+    }
 }
 
 impl Frame {
@@ -75,32 +91,33 @@ impl Frame {
     }
 
     /// The header bytes for this frame over `payload` (the stored bytes).
-    pub(crate) fn encode(&self, seed: u32, payload: &[u8]) -> [u8; FRAME_HEADER] {
+    pub(crate) fn encode(&self, seed: &Seed, payload: &[u8]) -> [u8; FRAME_HEADER] {
         debug_assert_eq!(payload.len(), self.stored_len as usize);
         let flags = if self.compressed { CODEC_LZ4 } else { CODEC_RAW };
         let mut h = [0u8; FRAME_HEADER];
-        h[0..2].copy_from_slice(&MAGIC.to_le_bytes());
-        h[2..4].copy_from_slice(&flags.to_le_bytes());
+        h[4..6].copy_from_slice(&MAGIC.to_le_bytes());
+        h[6..8].copy_from_slice(&flags.to_le_bytes());
         h[8..16].copy_from_slice(&self.id.to_le_bytes());
         h[16..20].copy_from_slice(&self.stored_len.to_le_bytes());
         h[20..24].copy_from_slice(&self.len.to_le_bytes());
-        let c = crc(seed, &h, payload);
-        h[4..8].copy_from_slice(&c.to_le_bytes());
+        let mut crc = seed.0.clone();
+        crc.update(&h[4..]);
+        crc.update(payload);
+        h[0..4].copy_from_slice(&crc.finalize().to_le_bytes());
         h
     }
 
     /// Parses and checks the frame at the start of `slot` (a whole slot, or at least the header and
     /// stored payload). Checks everything but which id the caller wanted.
-    pub(crate) fn check(seed: u32, slot: &[u8]) -> Verdict {
+    pub(crate) fn check(seed: &Seed, slot: &[u8]) -> Verdict {
         let Some(h) = slot.get(..FRAME_HEADER) else { return Verdict::Corrupt };
-        if h.iter().all(|&b| b == 0) {
+        let word64 = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
+        let (w0, id, w2) = (word64(0), word64(8), word64(16));
+        if w0 | id | w2 == 0 {
             return Verdict::Empty;
         }
-        let word16 = |at: usize| u16::from_le_bytes([h[at], h[at + 1]]);
-        let word32 = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4 bytes"));
-        let (magic, flags, stored_crc) = (word16(0), word16(2), word32(4));
-        let id = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
-        let (stored_len, len) = (word32(16), word32(20));
+        let (stored_crc, magic, flags) = (w0 as u32, (w0 >> 32) as u16, (w0 >> 48) as u16);
+        let (stored_len, len) = (w2 as u32, (w2 >> 32) as u32);
         if magic != MAGIC || flags & !CODEC_MASK != 0 {
             return Verdict::Corrupt;
         }
@@ -109,10 +126,10 @@ impl Frame {
             CODEC_LZ4 if (len as usize) <= MAX_DECODED => true,
             _ => return Verdict::Corrupt,
         };
-        let Some(payload) = slot.get(FRAME_HEADER..FRAME_HEADER + stored_len as usize) else {
+        let Some(covered) = slot.get(4..FRAME_HEADER + stored_len as usize) else {
             return Verdict::Corrupt;
         };
-        if crc(seed, h, payload) != stored_crc {
+        if seed.crc(covered) != stored_crc {
             return Verdict::Corrupt;
         }
         Verdict::Valid(Frame { id, compressed, stored_len, len })
@@ -186,12 +203,14 @@ impl Compressor {
 mod tests {
     use super::*;
 
-    const SEED: u32 = 0x1234_5679;
+    fn seed() -> Seed {
+        Seed::from_u32(0x1234_5679)
+    }
 
     fn slot_with(id: u64, payload: &[u8], size: usize) -> Vec<u8> {
         let f = Frame::new(id, payload.len(), payload.len(), false);
         let mut slot = vec![0u8; size];
-        slot[..FRAME_HEADER].copy_from_slice(&f.encode(SEED, payload));
+        slot[..FRAME_HEADER].copy_from_slice(&f.encode(&seed(), payload));
         slot[FRAME_HEADER..FRAME_HEADER + payload.len()].copy_from_slice(payload);
         slot
     }
@@ -199,15 +218,15 @@ mod tests {
     #[test]
     fn a_frame_round_trips_and_zeros_are_empty() {
         let slot = slot_with(42, b"hello", 64);
-        let Verdict::Valid(f) = Frame::check(SEED, &slot) else { panic!("valid") };
+        let Verdict::Valid(f) = Frame::check(&seed(), &slot) else { panic!("valid") };
         assert_eq!((f.id, f.len, f.stored_len, f.is_compressed()), (42, 5, 5, false));
         let mut out = vec![9];
         assert!(f.decode_into(&slot, &mut out));
         assert_eq!(out, b"\x09hello");
-        assert_eq!(Frame::check(SEED, &[0u8; 64]), Verdict::Empty);
+        assert_eq!(Frame::check(&seed(), &[0u8; 64]), Verdict::Empty);
         // Id 0 with an empty payload is a valid record, distinct from a zero slot.
         let zero_id = slot_with(0, b"", 32);
-        assert!(matches!(Frame::check(SEED, &zero_id), Verdict::Valid(f) if f.id == 0 && f.len == 0));
+        assert!(matches!(Frame::check(&seed(), &zero_id), Verdict::Valid(f) if f.id == 0 && f.len == 0));
     }
 
     #[test]
@@ -217,25 +236,25 @@ mod tests {
         for bit in 0..(FRAME_HEADER + payload.len()) * 8 {
             let mut s = slot.clone();
             s[bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(Frame::check(SEED, &s), Verdict::Corrupt, "bit {bit}");
+            assert_eq!(Frame::check(&seed(), &s), Verdict::Corrupt, "bit {bit}");
         }
         // Bytes after the payload are not part of the record.
         let mut s = slot.clone();
         s[71] ^= 0xFF;
-        assert!(matches!(Frame::check(SEED, &s), Verdict::Valid(_)));
+        assert!(matches!(Frame::check(&seed(), &s), Verdict::Valid(_)));
     }
 
     #[test]
     fn another_ring_seed_or_bad_lengths_do_not_validate() {
         let slot = slot_with(7, b"abc", 64);
-        assert_eq!(Frame::check(crc_seed(99), &slot), Verdict::Corrupt);
-        assert_eq!(crc_seed(0), 1, "a seed is never zero");
+        assert_eq!(Frame::check(&Seed::new(99), &slot), Verdict::Corrupt);
+        assert_eq!(Frame::check(&Seed::new(0), &slot), Verdict::Corrupt, "a zero nonce still seeds");
         // A stored length past the slot's end.
         let f = Frame::new(7, 100, 100, false);
         let mut s = vec![0u8; 64];
-        s[..FRAME_HEADER].copy_from_slice(&f.encode(SEED, &[0u8; 100]));
-        assert_eq!(Frame::check(SEED, &s), Verdict::Corrupt);
-        assert_eq!(Frame::check(SEED, &s[..10]), Verdict::Corrupt);
+        s[..FRAME_HEADER].copy_from_slice(&f.encode(&seed(), &[0u8; 100]));
+        assert_eq!(Frame::check(&seed(), &s), Verdict::Corrupt);
+        assert_eq!(Frame::check(&seed(), &s[..10]), Verdict::Corrupt);
     }
 
     #[test]
@@ -246,16 +265,16 @@ mod tests {
         assert!(packed.len() < 100);
         let f = Frame::new(3, packed.len(), payload.len(), true);
         let mut slot = vec![0u8; 128];
-        slot[..FRAME_HEADER].copy_from_slice(&f.encode(SEED, &packed));
+        slot[..FRAME_HEADER].copy_from_slice(&f.encode(&seed(), &packed));
         slot[FRAME_HEADER..FRAME_HEADER + packed.len()].copy_from_slice(&packed);
-        let Verdict::Valid(g) = Frame::check(SEED, &slot) else { panic!("valid") };
+        let Verdict::Valid(g) = Frame::check(&seed(), &slot) else { panic!("valid") };
         let mut out = Vec::new();
         assert!(g.decode_into(&slot, &mut out));
         assert_eq!(out, payload);
         // A valid CRC over bytes that are not LZ4 of the claimed length decodes to nothing.
         let lie = Frame::new(3, packed.len(), payload.len() + 1, true);
-        slot[..FRAME_HEADER].copy_from_slice(&lie.encode(SEED, &packed));
-        let Verdict::Valid(l) = Frame::check(SEED, &slot) else { panic!("crc is valid") };
+        slot[..FRAME_HEADER].copy_from_slice(&lie.encode(&seed(), &packed));
+        let Verdict::Valid(l) = Frame::check(&seed(), &slot) else { panic!("crc is valid") };
         let mut out = vec![1, 2];
         assert!(!l.decode_into(&slot, &mut out));
         assert_eq!(out, [1, 2]);

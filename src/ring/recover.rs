@@ -22,14 +22,14 @@
 use super::geometry::Layout;
 use super::header::Control;
 use super::io::Store;
-use super::record::{Frame, Verdict};
+use super::record::{Frame, Seed, Verdict};
 use super::Error;
 
 /// Reads and checks slots during recovery (one buffer, nothing else touches the ring yet).
 struct Probe<'a> {
     store: &'a dyn Store,
     layout: Layout,
-    seed: u32,
+    seed: &'a Seed,
     buf: Vec<u8>,
 }
 
@@ -89,7 +89,7 @@ pub(crate) struct Recovered {
 }
 
 /// The latest id of the ring behind `store` (see the module docs).
-pub(crate) fn recover(store: &dyn Store, layout: Layout, seed: u32, control: &Control) -> Result<Recovered, Error> {
+pub(crate) fn recover(store: &dyn Store, layout: Layout, seed: &Seed, control: &Control) -> Result<Recovered, Error> {
     let mut probe = Probe { store, layout, seed, buf: vec![0u8; layout.record_size()] };
     let (flushed, published, writing) = (control.flushed(), control.published(), control.writing());
     let mut latest = probe.chase(flushed.saturating_sub(1))?;

@@ -62,8 +62,8 @@ impl RingBuffer {
         for slot in 0..records {
             let verdict = match self.see(slot)? {
                 Seen::Changing => None,
-                Seen::Mapped(bytes, _pin) => Some(Frame::check(self.seed, bytes)),
-                Seen::Copied(buf, n) => Some(Frame::check(self.seed, &buf[..n])),
+                Seen::Mapped(bytes, _pin) => Some(Frame::check(&self.seed, bytes)),
+                Seen::Copied(buf, n) => Some(Frame::check(&self.seed, &buf[..n])),
             };
             match verdict {
                 None => r.changing += 1,

@@ -129,7 +129,7 @@ impl RingBuffer {
             _ if payload.len() <= max => (payload, Frame::new(id, payload.len(), payload.len(), false)),
             _ => return Err(Error::PayloadTooLarge { len: payload.len(), max }),
         };
-        let header = frame.encode(self.seed, stored);
+        let header = frame.encode(&self.seed, stored);
         let slot = self.layout.slot(id);
         let (claim, waited) = writer.gate.begin_write(slot, PIN_PATIENCE).map_err(|waited| {
             self.telemetry.add(Count::PinWait, 1);

@@ -7,7 +7,7 @@
 //! - **write**: the next records (at most `max_flushes` syncs' worth), flushing every `flush_every`;
 //!   the baseline `pwrite`s the same record-sized blocks in order with an `fdatasync` as often.
 //! - **cold sequential read**: after `posix_fadvise(DONTNEED)` on closed files (the pages' residency is
-//!   checked with `mincore`), one lap in id order with `read_many` (1,024 ids a call), with and without
+//!   checked with `mincore`), one lap in id order with `read_many` (256 KiB of records a call), with and without
 //!   `prefetch`; the baseline reads the file in 1 MiB `read`s after `posix_fadvise(SEQUENTIAL)`.
 //! Then, page cache warm: **sequential read** (the same lap; the baseline `pread`s record-sized blocks)
 //! and **random read** (`read` of uniform ids; the baseline `pread`s one block).
@@ -278,13 +278,14 @@ impl Ring {
         Ok(())
     }
 
-    /// One lap in id order, 1,024 ids per `read_many`: MB/s.
+    /// One lap in id order, 256 KiB of records per `read_many`: MB/s.
     fn read_lap(&self, ring: &RingBuffer) -> Result<f64, BenchError> {
         let first = ring.latest_id().expect("written") + 1 - self.records;
+        let per_call = (256 << 10) / self.size;
         let mut batch = ReadBatch::new();
         let (t, mut got) = (Instant::now(), 0);
-        for start in (first..first + self.records).step_by(1024) {
-            got += ring.read_many(start..(start + 1024).min(first + self.records), &mut batch)?;
+        for start in (first..first + self.records).step_by(per_call as usize) {
+            got += ring.read_many(start..(start + per_call).min(first + self.records), &mut batch)?;
         }
         assert_eq!(got as u64, self.records, "every record of the lap");
         Ok(mbs(self.records * self.size, t.elapsed().as_secs_f64()))

@@ -74,18 +74,22 @@ unsafe fn word<'a>(base: *mut u8, i: usize) -> &'a AtomicU64 {
 }
 
 /// Copies `n` bytes (`out.len() >= n`) from the slot at `base` word by word, starting at byte `from`
-/// (a multiple of 8).
+/// (a multiple of 8). Whole words are stored with fixed-size copies (one unaligned store each); only
+/// the last, partial word takes a variable-length copy.
 ///
 /// # Safety
 /// As [`word`], for every word overlapping `from..n`.
 unsafe fn load_words(base: *mut u8, from: usize, n: usize, out: &mut [u8]) {
-    let mut at = from;
-    while at < n {
-        // SAFETY: `at` is a multiple of 8 below `n`, and the caller vouches for the word.
-        let w = unsafe { word(base, at / 8) }.load(Relaxed).to_le_bytes();
-        let take = (n - at).min(8);
-        out[at..at + take].copy_from_slice(&w[..take]);
-        at += 8;
+    let whole = from + (n.saturating_sub(from)) / 8 * 8;
+    for (i, chunk) in out[from..whole].chunks_exact_mut(8).enumerate() {
+        // SAFETY: word `from / 8 + i` ends at or before `whole <= n`, and the caller vouches for it.
+        let w = unsafe { word(base, from / 8 + i) }.load(Relaxed);
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    if whole < n {
+        // SAFETY: the partial last word overlaps `from..n`, so the caller vouches for it.
+        let w = unsafe { word(base, whole / 8) }.load(Relaxed).to_le_bytes();
+        out[whole..n].copy_from_slice(&w[..n - whole]);
     }
 }
 
@@ -122,19 +126,24 @@ impl Store for MmapStore {
     fn write_frame(&self, slot: u64, header: &[u8; FRAME_HEADER], payload: &[u8]) -> Result<(), Error> {
         let base = self.at(slot);
         debug_assert!(FRAME_HEADER + payload.len() <= self.layout.record_size());
-        let put = |i: usize, bytes: &[u8]| {
-            let mut w = [0u8; 8];
-            w[..bytes.len()].copy_from_slice(bytes);
+        let put = |i: usize, w: [u8; 8]| {
             // SAFETY: word `i` ends within header + payload, which the caller checked fits the slot
             // (a multiple of 8 long, so the padded last word does too); the mapping is writable (only
             // the writer handle writes) and every access by unpinned code is atomic.
             unsafe { word(base, i) }.store(u64::from_le_bytes(w), Relaxed);
         };
-        for (i, chunk) in header.chunks(8).enumerate() {
-            put(i, chunk);
+        for (i, chunk) in header.chunks_exact(8).enumerate() {
+            put(i, chunk.try_into().expect("8 bytes"));
         }
-        for (i, chunk) in payload.chunks(8).enumerate() {
-            put(FRAME_HEADER / 8 + i, chunk);
+        let mut words = payload.chunks_exact(8);
+        for (i, chunk) in words.by_ref().enumerate() {
+            put(FRAME_HEADER / 8 + i, chunk.try_into().expect("8 bytes"));
+        }
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let mut w = [0u8; 8];
+            w[..tail.len()].copy_from_slice(tail);
+            put(FRAME_HEADER / 8 + payload.len() / 8, w);
         }
         Ok(())
     }
