@@ -15,8 +15,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 const RECORDS: u64 = 4096;
 
 fn ring(dir: &std::path::Path, mode: IoMode, size: u32) -> RingBuffer {
-    let ring = RingBuffer::open(dir.join(format!("{}-{size}.ring", mode.name())), RingOptions { mode, ..RingOptions::new(RECORDS, size) })
-        .unwrap();
+    let ring = RingBuffer::open(
+        dir.join(format!("{}-{size}.ring", mode.name())),
+        RingOptions { mode, ..RingOptions::new(RECORDS, size) },
+    )
+    .unwrap();
     let payload = vec![7u8; size as usize - 24];
     for id in 0..RECORDS {
         ring.write(id, &payload).unwrap();
@@ -66,8 +69,11 @@ fn operations(c: &mut Criterion) {
                     black_box(r.get(latest - i).unwrap().len())
                 })
             });
-            g.bench_function("read_miss_overwritten", |b| b.iter(|| black_box(r.read(latest - RECORDS, &mut buf).is_err())));
-            let ro = RingBuffer::open_read_only(r.files()[0].clone(), ReadOptions { mode, ..ReadOptions::default() }).unwrap();
+            g.bench_function("read_miss_overwritten", |b| {
+                b.iter(|| black_box(r.read(latest - RECORDS, &mut buf).is_err()))
+            });
+            let ro = RingBuffer::open_read_only(r.files()[0].clone(), ReadOptions { mode, ..ReadOptions::default() })
+                .unwrap();
             g.bench_function("read_only_handle_read_hit", |b| {
                 b.iter(|| {
                     i = (i + 7) % RECORDS;

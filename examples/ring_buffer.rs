@@ -24,7 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let temp = tempfile::tempdir()?;
     let dir = std::env::args().nth(1).map_or_else(|| temp.path().to_path_buf(), Into::into);
     let path = dir.join("sensors.ring");
-    let options = RingOptions { mode: IoMode::Mmap, flush_every: 64, name: "sensors".into(), ..RingOptions::new(4096, 256) };
+    let options =
+        RingOptions { mode: IoMode::Mmap, flush_every: 64, name: "sensors".into(), ..RingOptions::new(4096, 256) };
     let ring = Arc::new(RingBuffer::open(&path, options)?);
     let first = ring.latest_id().map_or(0, |l| l + 1); // a rerun on the same directory continues
     let last = first + FRAMES - 1;

@@ -71,7 +71,8 @@ fn reads_and_writes_allocate_nothing_in_steady_state() {
         for compression in [Compression::None, Compression::Lz4] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("ring.dat");
-            let ring = RingBuffer::open(&path, RingOptions { mode, compression, ..RingOptions::new(256, 256) }).unwrap();
+            let ring =
+                RingBuffer::open(&path, RingOptions { mode, compression, ..RingOptions::new(256, 256) }).unwrap();
             let payloads: Vec<Vec<u8>> = (0..400).map(|id| payload(id, 200)).collect();
             for id in 0..300 {
                 ring.write(id, &payloads[id as usize]).unwrap();
@@ -108,7 +109,9 @@ fn reads_and_writes_allocate_nothing_in_steady_state() {
 #[test]
 fn a_pread_read_hit_reuses_one_pooled_buffer() {
     let dir = tempfile::tempdir().unwrap();
-    let ring = RingBuffer::open(dir.path().join("ring.dat"), RingOptions { mode: IoMode::Pread, ..RingOptions::new(8, 4096) }).unwrap();
+    let ring =
+        RingBuffer::open(dir.path().join("ring.dat"), RingOptions { mode: IoMode::Pread, ..RingOptions::new(8, 4096) })
+            .unwrap();
     ring.write(1, &payload(1, 4000)).unwrap();
     let mut buf = Vec::with_capacity(4096);
     ring.read(1, &mut buf).unwrap();

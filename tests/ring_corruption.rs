@@ -177,7 +177,10 @@ fn a_thousand_random_bit_flips_are_all_detected() {
             for ring in [&writer, &live] {
                 let before = ring.stats().crc_failures;
                 let e = ring.read(id, &mut Vec::new()).unwrap_err();
-                assert!(matches!(e, Error::Corrupt { .. }), "seed {seed} round {round} trial {trial}: bit {bit} of {id}: {e}");
+                assert!(
+                    matches!(e, Error::Corrupt { .. }),
+                    "seed {seed} round {round} trial {trial}: bit {bit} of {id}: {e}"
+                );
                 assert!(ring.get(id).is_err());
                 if trial % 10 == 0 {
                     ring.read_many(0..IDS.end, &mut batch).unwrap();

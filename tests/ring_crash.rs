@@ -30,20 +30,19 @@ fn mode_named(name: &str) -> IoMode {
 #[test]
 fn crash_child() {
     let (Ok(dir), Ok(mode)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_MODE)) else { return };
-    let ring = RingBuffer::open(Path::new(&dir).join("ring.dat"), options(mode_named(&mode), RECORDS, SIZE))
-        .expect("open");
+    let ring =
+        RingBuffer::open(Path::new(&dir).join("ring.dat"), options(mode_named(&mode), RECORDS, SIZE)).expect("open");
     let max = ring.max_payload();
-    let mut id = ring.latest_id().map_or(0, |l| l + 1);
+    let first = ring.latest_id().map_or(0, |l| l + 1);
     let mut out = std::io::stdout().lock();
-    for _ in 0..10_000_000 {
+    for id in first..first + 10_000_000 {
         ring.write(id, &payload(id, len_for(id, max))).expect("write");
-        if (id + 1) % FLUSH_EVERY == 0 {
+        if (id + 1).is_multiple_of(FLUSH_EVERY) {
             ring.flush().expect("flush");
             // One write per line: a kill can cut it, and the parent ignores an unterminated last line.
             out.write_all(format!("FLUSHED {id}\n").as_bytes()).expect("stdout");
             out.flush().expect("stdout");
         }
-        id += 1;
     }
 }
 
@@ -53,7 +52,8 @@ fn sigkill_loop(mode: IoMode) {
     let exe = std::env::current_exe().unwrap();
     let seed = time_seed();
     let mut rng = Rng(seed);
-    let (mut flushed, mut flushes, mut checked, mut cut_oldest, started) = (None::<u64>, 0usize, 0u64, 0, Instant::now());
+    let (mut flushed, mut flushes, mut checked, mut cut_oldest, started) =
+        (None::<u64>, 0usize, 0u64, 0, Instant::now());
     for kill in 0..KILLS {
         let mut child = Command::new(&exe)
             .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])

@@ -17,7 +17,8 @@ use cachefs::ring::{Compression, IoMode, RingBuffer, RingOptions, RingStats};
 fn worked(mode: IoMode) -> (RingBuffer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ring.dat");
-    let opts = RingOptions { mode, name: "ticks \"eu\"".into(), compression: Compression::None, ..RingOptions::new(8, 64) };
+    let opts =
+        RingOptions { mode, name: "ticks \"eu\"".into(), compression: Compression::None, ..RingOptions::new(8, 64) };
     let ring = RingBuffer::open(&path, opts).unwrap();
     for id in 0..10u64 {
         ring.write(id, b"abc").unwrap();
@@ -73,7 +74,10 @@ fn stats_count_the_workload_and_export_as_prometheus_and_json() {
         assert!(text.contains("cachefs_ring_latest_id{cache=\"ticks \\\"eu\\\"\"} 9"), "{text}");
         promtool_accepts(&text);
         let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
-        assert_eq!((v["hits"].as_u64(), v["crc_failures"].as_u64(), v["latest_id"].as_u64()), (Some(4), Some(1), Some(9)));
+        assert_eq!(
+            (v["hits"].as_u64(), v["crc_failures"].as_u64(), v["latest_id"].as_u64()),
+            (Some(4), Some(1), Some(9))
+        );
         assert_eq!(v["mode"], mode.name());
         // A fresh ring has no latest id: the gauge is absent and the text still valid.
         let dir = tempfile::tempdir().unwrap();
@@ -107,12 +111,12 @@ fn opentelemetry_receives_the_same_values() {
                     got.insert(m.name().to_string(), v);
                 };
                 match m.data() {
-                    AggregatedMetrics::U64(MetricData::Sum(s)) => s
-                        .data_points()
-                        .for_each(|p| put(p.attributes().map(|kv| format!("{}={}", kv.key, kv.value)).collect(), p.value())),
-                    AggregatedMetrics::U64(MetricData::Gauge(g)) => g
-                        .data_points()
-                        .for_each(|p| put(p.attributes().map(|kv| format!("{}={}", kv.key, kv.value)).collect(), p.value())),
+                    AggregatedMetrics::U64(MetricData::Sum(s)) => s.data_points().for_each(|p| {
+                        put(p.attributes().map(|kv| format!("{}={}", kv.key, kv.value)).collect(), p.value())
+                    }),
+                    AggregatedMetrics::U64(MetricData::Gauge(g)) => g.data_points().for_each(|p| {
+                        put(p.attributes().map(|kv| format!("{}={}", kv.key, kv.value)).collect(), p.value())
+                    }),
                     other => panic!("unexpected data for {}: {other:?}", m.name()),
                 }
             }

@@ -75,7 +75,9 @@ fn tail(writer_mode: IoMode, reader_mode: IoMode) {
     std::thread::sleep(Duration::from_millis(50));
     let writer = spawn("writer", dir.path(), writer_mode);
     let (w, r) = (writer.wait_with_output().unwrap(), reader.wait_with_output().unwrap());
-    let show = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let show = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
     assert!(w.status.success() && show(&w).contains(&format!("WROTE {COUNT}")), "writer: {}", show(&w));
     assert!(r.status.success() && show(&r).contains(&format!("READ {COUNT} in order")), "reader: {}", show(&r));
     let out = show(&r);

@@ -229,7 +229,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let settings = if smoke {
                 ring_cli::bench::Settings::smoke(dir)
             } else {
-                ring_cli::bench::Settings { mib, prefetch_kib, record_sizes: sizes, ..ring_cli::bench::Settings::full(dir) }
+                ring_cli::bench::Settings {
+                    mib,
+                    prefetch_kib,
+                    record_sizes: sizes,
+                    ..ring_cli::bench::Settings::full(dir)
+                }
             };
             let bar = ProgressBar::new_spinner();
             let started = Instant::now();

@@ -151,7 +151,11 @@ impl Error {
     pub(crate) fn io(path: &Path, source: io::Error) -> Self {
         let full = matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
             || source.raw_os_error().is_some_and(|e| NO_SPACE.contains(&e));
-        if full { Error::StorageFull { path: path.to_path_buf() } } else { Error::Io { path: path.to_path_buf(), source } }
+        if full {
+            Error::StorageFull { path: path.to_path_buf() }
+        } else {
+            Error::Io { path: path.to_path_buf(), source }
+        }
     }
 
     pub(crate) fn invalid(reason: impl Into<String>) -> Self {

@@ -31,7 +31,11 @@ pub struct Geometry {
 
 impl fmt::Display for Geometry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} records of {} bytes in shards of at most {} bytes", self.records, self.record_size, self.shard_bytes)
+        write!(
+            f,
+            "{} records of {} bytes in shards of at most {} bytes",
+            self.records, self.record_size, self.shard_bytes
+        )
     }
 }
 
@@ -50,7 +54,7 @@ impl Layout {
             return Err(Error::invalid("records must be at least 1"));
         }
         let min = (FRAME_HEADER as u32 + 8).next_multiple_of(8);
-        if g.record_size < min || g.record_size > MAX_RECORD_SIZE || g.record_size % 8 != 0 {
+        if g.record_size < min || g.record_size > MAX_RECORD_SIZE || !g.record_size.is_multiple_of(8) {
             return Err(Error::invalid(format!(
                 "record_size must be a multiple of 8 from {min} to {MAX_RECORD_SIZE} bytes (it includes the \
                  {FRAME_HEADER}-byte frame header), got {}",

@@ -75,6 +75,10 @@ impl AsRef<[u8]> for Record<'_> {
 
 impl fmt::Debug for Record<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Record").field("id", &self.id).field("len", &self.len()).field("zero_copy", &self.is_zero_copy()).finish()
+        f.debug_struct("Record")
+            .field("id", &self.id)
+            .field("len", &self.len())
+            .field("zero_copy", &self.is_zero_copy())
+            .finish()
     }
 }

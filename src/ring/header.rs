@@ -110,7 +110,9 @@ impl HeaderProblem {
     pub(crate) fn into_error(self, path: &Path) -> Error {
         let path = path.to_path_buf();
         match self {
-            HeaderProblem::Blank => Error::BadHeader { path, reason: "the header page is blank (creation never finished)" },
+            HeaderProblem::Blank => {
+                Error::BadHeader { path, reason: "the header page is blank (creation never finished)" }
+            }
             HeaderProblem::NotARing => Error::BadHeader { path, reason: "no ring magic" },
             HeaderProblem::Version(found) => Error::UnsupportedVersion { path, found, supported: VERSION },
             HeaderProblem::Crc => Error::BadHeader { path, reason: "header CRC mismatch" },
@@ -141,7 +143,7 @@ impl Control {
 
     #[inline]
     fn word(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(offset % 8 == 0 && offset + 8 <= HEADER_BYTES as usize);
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= HEADER_BYTES as usize);
         // SAFETY: the mapping is one page long, page-aligned and lives as long as `self`; `offset` is a
         // multiple of 8 inside it, so the pointer is valid and aligned for an `AtomicU64`. Every access
         // to the control words, in this process and (by this crate) in others, is atomic and 8 bytes

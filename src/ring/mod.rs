@@ -216,7 +216,8 @@ impl RingBuffer {
             IoMode::Pread => Box::new(PreadStore::new(shards)),
         };
         let control = Arc::new(control);
-        let telemetry = Arc::new(Telemetry::new(name, control.clone(), mode, !write, layout.geometry(), layout.shards()));
+        let telemetry =
+            Arc::new(Telemetry::new(name, control.clone(), mode, !write, layout.geometry(), layout.shards()));
         Ok(RingBuffer {
             path: path.to_path_buf(),
             files,

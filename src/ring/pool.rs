@@ -13,12 +13,14 @@ use crate::sync::Mutex;
 /// Buffers kept per stripe.
 const KEEP: usize = 8;
 
+/// One stripe's free buffers; its lock guards the list only.
+type FreeList = Mutex<Vec<Box<[u8]>>>;
+
 /// A pool of buffers of one size.
 #[derive(Debug)]
 pub(crate) struct FramePool {
     size: usize,
-    /// Each lock guards its list only.
-    free: Box<[Mutex<Vec<Box<[u8]>>>]>,
+    free: Box<[FreeList]>,
 }
 
 /// A buffer on loan; goes back to its pool when dropped.
@@ -34,7 +36,7 @@ impl FramePool {
         FramePool { size, free: (0..default_stripes()).map(|_| Mutex::new(Vec::with_capacity(KEEP))).collect() }
     }
 
-    fn stripe(&self) -> &Mutex<Vec<Box<[u8]>>> {
+    fn stripe(&self) -> &FreeList {
         &self.free[thread_index() % self.free.len()]
     }
 

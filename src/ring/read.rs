@@ -276,7 +276,9 @@ impl RingBuffer {
                 let mut tally = RunTally::default();
                 for i in 0..n {
                     match self.see(first + i) {
-                        Ok(Seen::Mapped(bytes, _pin)) => self.take_from_run(id + i, first + i, bytes, batch, &mut tally),
+                        Ok(Seen::Mapped(bytes, _pin)) => {
+                            self.take_from_run(id + i, first + i, bytes, batch, &mut tally)
+                        }
                         Ok(_) => tally.misses += 1, // being overwritten
                         Err(e) => {
                             batch.put_frames(frames);
@@ -348,9 +350,12 @@ impl RingBuffer {
     fn account_run(&self, first: u64, n: u64, tally: &RunTally) {
         let t = &self.telemetry;
         t.add(Count::Read, n);
-        for (count, v) in
-            [(Count::Hit, tally.hits), (Count::Miss, tally.misses), (Count::CrcFailure, tally.corrupt), (Count::BytesRead, tally.bytes)]
-        {
+        for (count, v) in [
+            (Count::Hit, tally.hits),
+            (Count::Miss, tally.misses),
+            (Count::CrcFailure, tally.corrupt),
+            (Count::BytesRead, tally.bytes),
+        ] {
             if v > 0 {
                 t.add(count, v);
             }

@@ -19,11 +19,11 @@
 //! power loss can keep later pages and lose earlier ones) are not served: reads of ids past the latest
 //! are `NotFound` until the writer writes them again.
 
+use super::Error;
 use super::geometry::Layout;
 use super::header::Control;
 use super::io::Store;
 use super::record::{Frame, Seed, Verdict};
-use super::Error;
 
 /// Reads and checks slots during recovery (one buffer, nothing else touches the ring yet).
 struct Probe<'a> {

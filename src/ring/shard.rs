@@ -224,13 +224,17 @@ impl Shards {
                 files.push(ShardFile { path, file });
             }
             file0.set_len(0).map_err(|e| Error::io(base, e))?;
-            files.insert(0, ShardFile { path: base.to_path_buf(), file: file0.try_clone().map_err(|e| Error::io(base, e))? });
+            files.insert(
+                0,
+                ShardFile { path: base.to_path_buf(), file: file0.try_clone().map_err(|e| Error::io(base, e))? },
+            );
             for (i, shard) in files.iter().enumerate() {
                 preallocate(&shard.file, &shard.path, layout.shard_len(i as u32).expect("checked"))?;
             }
             // Headers last, shard 0's very last: a blank shard 0 header means an unfinished creation.
             for (i, shard) in files.iter().enumerate().rev() {
-                let header = ShardHeader { geometry: layout.geometry(), index: i as u32, shards: layout.shards(), nonce };
+                let header =
+                    ShardHeader { geometry: layout.geometry(), index: i as u32, shards: layout.shards(), nonce };
                 if i == 0 {
                     for s in &files[1..] {
                         s.file.sync_all().map_err(|e| Error::io(&s.path, e))?;

@@ -114,7 +114,13 @@ impl RingBuffer {
         Ok(records.len())
     }
 
-    fn write_one(&self, writer: &Writer, state: &mut MutexGuard<'_, WriterState>, id: u64, payload: &[u8]) -> Result<(), Error> {
+    fn write_one(
+        &self,
+        writer: &Writer,
+        state: &mut MutexGuard<'_, WriterState>,
+        id: u64,
+        payload: &[u8],
+    ) -> Result<(), Error> {
         self.check_id(id, state.latest)?;
         let max = self.layout.record_size() - FRAME_HEADER;
         let state = &mut **state;

@@ -9,6 +9,7 @@
 //! - **cold sequential read**: after `posix_fadvise(DONTNEED)` on closed files (the pages' residency is
 //!   checked with `mincore`), one lap in id order with `read_many` (256 KiB of records a call), with and without
 //!   `prefetch`; the baseline reads the file in 1 MiB `read`s after `posix_fadvise(SEQUENTIAL)`.
+//!
 //! Then, page cache warm: **sequential read** (the same lap; the baseline `pread`s record-sized blocks)
 //! and **random read** (`read` of uniform ids; the baseline `pread`s one block).
 //!
@@ -148,7 +149,8 @@ fn resident(paths: &[PathBuf]) -> Result<f64, BenchError> {
         let mut vec = vec![0u8; n];
         // SAFETY: maps `len` bytes of an open file read-only and shared; the mapping is only passed
         // to `mincore` (never read through) and unmapped below.
-        let addr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0) };
+        let addr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0) };
         if addr == libc::MAP_FAILED {
             return Err(os_error(path, std::io::Error::last_os_error()));
         }
@@ -179,7 +181,13 @@ struct Raw {
 impl Raw {
     fn create(dir: &Path, size: u32, records: u64) -> Result<Raw, BenchError> {
         let path = dir.join(format!("raw-{size}.dat"));
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(io(&path))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io(&path))?;
         let size = u64::from(size);
         // SAFETY: `fallocate` on an open descriptor.
         if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, (records * size) as libc::off_t) } != 0 {
@@ -253,7 +261,8 @@ struct Ring {
 impl Ring {
     fn create(dir: &Path, size: u32, records: u64, mode: IoMode) -> Result<Ring, BenchError> {
         let path = dir.join(format!("ring-{size}-{}.dat", mode.name()));
-        let options = RingOptions { mode, shard_bytes: 4096 + records * u64::from(size), ..RingOptions::new(records, size) };
+        let options =
+            RingOptions { mode, shard_bytes: 4096 + records * u64::from(size), ..RingOptions::new(records, size) };
         let ring = RingBuffer::open(&path, options.clone())?;
         let payload = vec![0x5Au8; size as usize - 24];
         for id in 0..records {
@@ -319,9 +328,11 @@ fn measure(s: &Settings, size: u32, progress: &dyn Fn(&str)) -> Result<Vec<Row>,
     let prefetch = (s.prefetch_kib * 1024 / u64::from(size)).max(1) as u32;
     progress(&format!("{size} B: writing the files once"));
     let mut raw = Raw::create(&s.dir, size, records)?;
-    let rings = [Ring::create(&s.dir, size, records, IoMode::Mmap)?, Ring::create(&s.dir, size, records, IoMode::Pread)?];
+    let rings =
+        [Ring::create(&s.dir, size, records, IoMode::Mmap)?, Ring::create(&s.dir, size, records, IoMode::Pread)?];
     // [raw, mmap, pread] per measure; ring cold reads with and without prefetch.
-    let (mut write, mut cold, mut cold_bare, mut hot) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]], [vec![], vec![]], 0.0f64);
+    let (mut write, mut cold, mut cold_bare, mut hot) =
+        ([vec![], vec![], vec![]], [vec![], vec![], vec![]], [vec![], vec![]], 0.0f64);
     let handles: Vec<RingBuffer> = rings.iter().map(|r| r.open(s.flush_every, 0)).collect::<Result<_, _>>()?;
     for round in 0..s.rounds {
         progress(&format!("{size} B: writes, round {}", round + 1));
@@ -403,7 +414,11 @@ pub fn table(rows: &[Row], flush_every: u32) -> String {
     );
     for r in rows {
         let base = rows.iter().find(|b| b.mode.is_none() && b.record_size == r.record_size).expect("baseline row");
-        let size = if r.record_size >= 1024 { format!("{} KiB", r.record_size / 1024) } else { format!("{} B", r.record_size) };
+        let size = if r.record_size >= 1024 {
+            format!("{} KiB", r.record_size / 1024)
+        } else {
+            format!("{} B", r.record_size)
+        };
         let ratio = |ours: f64, raw: f64| format!("{ours:.0} ({:.2}×)", ours / raw);
         match r.mode {
             None => out.push_str(&format!(

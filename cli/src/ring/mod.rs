@@ -34,7 +34,8 @@ pub fn inspect(path: &Path, mode: IoMode, progress: impl FnMut(u64, u64)) -> Res
     let stats = ring.stats();
     let mut t = String::new();
     let _ = writeln!(t, "ring {}", path.display());
-    let _ = writeln!(t, "  format      version {}, {} shard file(s):", cachefs::ring::FORMAT_VERSION, ring.files().len());
+    let _ =
+        writeln!(t, "  format      version {}, {} shard file(s):", cachefs::ring::FORMAT_VERSION, ring.files().len());
     for f in ring.files() {
         let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
         let _ = writeln!(t, "                {} ({})", f.display(), bytes(len));
@@ -60,7 +61,11 @@ pub fn inspect(path: &Path, mode: IoMode, progress: impl FnMut(u64, u64)) -> Res
     }
     let _ = writeln!(t, "  empty       {}", r.empty);
     if r.beyond_latest > 0 {
-        let _ = writeln!(t, "  beyond      {} valid records past the latest id (left by a crash, not served)", r.beyond_latest);
+        let _ = writeln!(
+            t,
+            "  beyond      {} valid records past the latest id (left by a crash, not served)",
+            r.beyond_latest
+        );
     }
     if r.changing > 0 {
         let _ = writeln!(t, "  changing    {} slots were being overwritten while checked", r.changing);

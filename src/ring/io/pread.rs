@@ -93,7 +93,12 @@ impl Store for PreadStore {
                 // SAFETY: `posix_fadvise` on an open descriptor; a hint that touches no memory of ours.
                 // Failure changes nothing but speed.
                 unsafe {
-                    libc::posix_fadvise(file.as_raw_fd(), at as libc::off_t, n as libc::off_t, libc::POSIX_FADV_WILLNEED);
+                    libc::posix_fadvise(
+                        file.as_raw_fd(),
+                        at as libc::off_t,
+                        n as libc::off_t,
+                        libc::POSIX_FADV_WILLNEED,
+                    );
                 }
             });
         });
