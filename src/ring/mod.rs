@@ -51,12 +51,15 @@
 //!
 //! **Why readers never see a half-written record, and why that is sound.** Two mechanisms:
 //!
-//! - *In the writer's process* readers pin the slot (`pins.rs`): a reader increments a pin count, then
-//!   checks that the writer is not announcing this slot; the writer announces a slot, then checks its
-//!   pins, and waits if it is pinned. With sequentially consistent atomics one of the two always sees the
-//!   other, so a pinned slot's bytes cannot change, and a reader may check them in place with plain
-//!   loads and even lend them as `&[u8]` ([`RingBuffer::get`]) for as long as the pin lives. The writer
-//!   meets a pinned slot only one lap later; it then waits for the guard (at most a second, then
+//! - *In the writer's process* readers pin the slot (`pins.rs`): one atomic word per stripe of slots
+//!   holds a pin count and a writer bit, and readers and the writer only ever change it with
+//!   read-modify-writes, so the word's single modification order decides who came first: a reader that
+//!   pinned before the writer's claim holds the writer off; one that came after sees the bit and stays
+//!   out. A pinned slot's bytes therefore cannot change, and a reader may check them in place with plain
+//!   loads and even lend them as `&[u8]` ([`RingBuffer::get`]) for as long as the pin lives; the
+//!   acquire/release pairs on the word order the writer's stores before later pins and the pinned loads
+//!   before the next store. Loom checks this protocol (`loom-tests/tests/ring.rs`). The writer meets a
+//!   pinned slot only one lap later; it then waits for the guard (at most a second, then
 //!   [`Error::SlotPinned`], writing nothing).
 //! - *Read-only handles* cannot pin: the writer may be another process. They copy the slot between two
 //!   reads of the header's write sequence (a seqlock: odd while the writer changes a slot) and trust the
@@ -117,6 +120,43 @@ pub(crate) use stats::Telemetry;
 
 /// The on-disk format version this build reads and writes (recorded in every shard's header).
 pub const FORMAT_VERSION: u32 = header::VERSION;
+
+/// The pin protocol between this process's writer and its readers (`pins.rs`), exposed to the loom
+/// models in `loom-tests` only (built with `--cfg loom`), through thin wrappers.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_model {
+    use std::time::Duration;
+
+    /// [`pins::SlotGate`](super::pins::SlotGate).
+    #[derive(Debug, Default)]
+    pub struct Gate(super::pins::SlotGate);
+
+    /// A reader's pin.
+    #[derive(Debug)]
+    pub struct Pinned<'a>(#[allow(dead_code)] super::pins::Pin<'a>);
+
+    /// The writer's claim.
+    #[derive(Debug)]
+    pub struct Claim(super::pins::WriteClaim);
+
+    impl Gate {
+        /// `SlotGate::pin`.
+        pub fn pin(&self, slot: u64) -> Option<Pinned<'_>> {
+            self.0.pin(slot).map(Pinned)
+        }
+
+        /// `SlotGate::begin_write`, waiting as long as it takes.
+        pub fn begin_write(&self, slot: u64) -> Claim {
+            Claim(self.0.begin_write(slot, Duration::MAX).expect("no deadline").0)
+        }
+
+        /// `SlotGate::end_write`.
+        pub fn end_write(&self, claim: Claim) {
+            self.0.end_write(claim.0)
+        }
+    }
+}
 
 use geometry::Layout;
 use header::Control;

@@ -1,64 +1,74 @@
-//! The gate between this process's writer and its readers: readers pin a slot, the writer announces the
+//! The gate between this process's writer and its readers: readers pin a slot, the writer claims the
 //! slot it is about to change, and neither proceeds past the other.
 //!
-//! # Protocol (Dekker's, with sequentially consistent atomics)
-//! - A **reader** increments the pin count of the slot's stripe, then loads `writing`. If `writing`
-//!   names its slot, the writer may be changing it: the reader unpins and backs off. Otherwise it may read
-//!   the slot with plain loads (even hand out `&[u8]`) until it unpins.
-//! - The **writer** stores `writing = slot + 1`, then loads the slot's pin count until it is zero (new
-//!   readers turn away meanwhile, so only earlier pins must drain), then changes the slot, then stores
-//!   `writing = 0`. If the pins outlast its patience it stores `writing = 0` and gives up.
+//! # Protocol: one atomic word per stripe
+//! Slots are grouped in stripes (`slot % STRIPES`), each with one 64-bit word on a cache line of its
+//! own: the top bit says the writer has claimed a slot of the stripe, the rest counts pins. Every change
+//! to a word is a read-modify-write, so all of them fall in the word's single modification order, and
+//! acquire/release orderings suffice (no reasoning across two variables, which would need `SeqCst`):
 //!
-//! All four operations are `SeqCst`, so they fall in one total order. If the writer's load of the pin
-//! count came before the reader's increment, then the writer's store to `writing` came before that too,
-//! and the reader's later load of `writing` sees it (or a later store, made after the slot was written:
-//! both stores are releases, so the reader then also sees the finished bytes). If the increment came
-//! first, the writer sees the pin. Either way a reader never reads bytes the writer is changing, and the
-//! unpin (a release) orders the reader's loads before the writer's next stores to the slot.
+//! - A **reader** adds a pin (`fetch_add`, acquire). If the value it replaced has no writer bit, the
+//!   pin came first in the word's order, and the writer will see it: the reader may read the slot with
+//!   plain loads, even lend it as `&[u8]`, until it removes the pin (`fetch_sub`, release). If the
+//!   writer bit was set, it removes the pin again; if the claimed slot (`writing`) is its own, the record
+//!   it wants is being replaced by a newer one and it gives up (`None`); otherwise it waits for the
+//!   writer to finish and tries again.
+//! - The **writer** notes the slot in `writing`, then sets the writer bit (`fetch_or`, acquire and
+//!   release). Pins counted in the value it replaced came first: it waits until they are gone (loads with
+//!   acquire, which order the readers' loads before its stores); new readers see the bit and stay out.
+//!   It then changes the slot and clears the bit (`fetch_and`, release), which orders its stores before
+//!   any later reader's pin. If the earlier pins outlast its patience, it clears the bit and gives up.
 //!
-//! Pins are counted per stripe (`slot % STRIPES`), one cache line each, so a pin on slot `s` also holds
-//! off writes to slots `s ± k·STRIPES`: a guard only ever delays the writer when it reaches a slot a
-//! multiple of 1,024 away, and only while the guard lives.
+//! A pin on slot `s` also holds off writes to slots `s ± k·STRIPES`, and a claim on `s` makes readers of
+//! those slots wait for one write: with 1,024 stripes this happens only when the writer reaches a slot a
+//! multiple of 1,024 away from a guarded one. Loom checks the protocol (`loom-tests/tests/ring.rs`).
 
 use std::time::{Duration, Instant};
 
-use crate::sync::{AtomicU64, Ordering::SeqCst};
+use crate::sync::AtomicU64;
+use crate::sync::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 #[cfg(not(loom))]
 const STRIPES: usize = 1024;
 #[cfg(loom)]
 const STRIPES: usize = 2;
 
-/// One stripe's pin count, on a cache line of its own.
+/// The writer bit of a stripe's word; the bits below count pins.
+const WRITER: u64 = 1 << 63;
+
+/// One stripe's word, on a cache line of its own.
 #[derive(Debug)]
 #[repr(align(64))]
 struct Stripe(AtomicU64);
 
-/// The pins and the writer's announced slot.
+/// The pins and the writer's claimed slot.
 #[derive(Debug)]
 pub(crate) struct SlotGate {
     stripes: Box<[Stripe]>,
-    /// Slot + 1 the writer is changing, or 0.
+    /// Slot + 1 the writer has claimed, or 0. Written before the writer bit is set (and read only by
+    /// readers that saw the bit, so the bit's release/acquire orders it).
     writing: AtomicU64,
 }
 
 /// A reader's pin; unpins when dropped.
 #[derive(Debug)]
 pub(crate) struct Pin<'a> {
-    count: &'a AtomicU64,
+    word: &'a AtomicU64,
 }
 
 impl Drop for Pin<'_> {
     fn drop(&mut self) {
-        // SeqCst (a release): the pinned reads happen before a writer that sees the count drop.
-        self.count.fetch_sub(1, SeqCst);
+        // Release: the pinned reads happen before a writer that sees the count drop.
+        self.word.fetch_sub(1, Release);
     }
 }
 
 /// The writer's claim on a slot; `SlotGate::end_write` releases it.
 #[derive(Debug)]
 #[must_use = "end the write with SlotGate::end_write"]
-pub(crate) struct WriteClaim(());
+pub(crate) struct WriteClaim {
+    slot: u64,
+}
 
 impl Default for SlotGate {
     fn default() -> Self {
@@ -68,57 +78,82 @@ impl Default for SlotGate {
 
 impl SlotGate {
     #[inline]
-    fn stripe(&self, slot: u64) -> &AtomicU64 {
+    fn word(&self, slot: u64) -> &AtomicU64 {
         &self.stripes[(slot % STRIPES as u64) as usize].0
     }
 
     /// Pins `slot` for reading, or `None` if the writer is changing it now (the record there is being
-    /// replaced by a newer one).
+    /// replaced by a newer one). Waits while the writer changes another slot of the same stripe.
     #[inline]
     pub(crate) fn pin(&self, slot: u64) -> Option<Pin<'_>> {
-        let count = self.stripe(slot);
-        count.fetch_add(1, SeqCst);
-        let pin = Pin { count };
-        (self.writing.load(SeqCst) != slot + 1).then_some(pin)
-    }
-
-    /// Claims `slot` for writing, waiting up to `patience` for readers that pinned it. While it waits
-    /// the slot stays announced, so new readers turn away and only the pins taken before the
-    /// announcement have to drain: a stream of readers cannot starve the writer. If they do not drain
-    /// in time, the announcement is withdrawn and the wait's length returned.
-    /// The claim says whether it had to wait.
-    pub(crate) fn begin_write(&self, slot: u64, patience: Duration) -> Result<(WriteClaim, bool), Duration> {
-        self.writing.store(slot + 1, SeqCst);
-        let mut started: Option<Instant> = None;
+        let word = self.word(slot);
         let mut round = 0u32;
         loop {
-            if self.stripe(slot).load(SeqCst) == 0 {
-                return Ok((WriteClaim(()), started.is_some()));
+            // Acquire: if the writer finished a write of this slot before, its stores are visible.
+            let before = word.fetch_add(1, Acquire);
+            if before & WRITER == 0 {
+                return Some(Pin { word });
             }
-            let since = *started.get_or_insert_with(Instant::now);
-            if since.elapsed() >= patience {
-                self.writing.store(0, SeqCst);
-                return Err(since.elapsed());
+            // Relaxed: nothing was read under this pin.
+            word.fetch_sub(1, Relaxed);
+            // Relaxed is enough: the acquire above read the writer's bit, set after `writing`.
+            if self.writing.load(Relaxed) == slot + 1 {
+                return None;
             }
+            while word.load(Relaxed) & WRITER != 0 {
+                backoff(round);
+                round = round.saturating_add(1);
+            }
+        }
+    }
+
+    /// Claims `slot` for writing, waiting up to `patience` for readers that pinned it earlier (new
+    /// readers stay out meanwhile, so a stream of readers cannot starve the writer). Returns the claim
+    /// and whether it had to wait, or how long it waited in vain (the claim is then withdrawn).
+    pub(crate) fn begin_write(&self, slot: u64, patience: Duration) -> Result<(WriteClaim, bool), Duration> {
+        let word = self.word(slot);
+        self.writing.store(slot + 1, Relaxed);
+        // AcqRel: acquire the unpins before it, release `writing` to readers that see the bit.
+        let before = word.fetch_or(WRITER, AcqRel);
+        debug_assert_eq!(before & WRITER, 0, "one writer at a time");
+        if before & !WRITER == 0 {
+            return Ok((WriteClaim { slot }, false));
+        }
+        let started = Instant::now();
+        let mut round = 0u32;
+        loop {
             backoff(round);
             round = round.saturating_add(1);
+            // Acquire: the last unpin's reads happen before our stores.
+            if word.load(Acquire) & !WRITER == 0 {
+                return Ok((WriteClaim { slot }, true));
+            }
+            if started.elapsed() >= patience {
+                word.fetch_and(!WRITER, Release);
+                self.writing.store(0, Relaxed);
+                return Err(started.elapsed());
+            }
         }
     }
 
     /// Ends the write claimed by `claim`: the slot's new bytes are complete.
     #[inline]
     pub(crate) fn end_write(&self, claim: WriteClaim) {
-        let WriteClaim(()) = claim;
-        self.writing.store(0, SeqCst);
+        self.writing.store(0, Relaxed);
+        // Release: the slot's new bytes happen before any later pin of it.
+        self.word(claim.slot).fetch_and(!WRITER, Release);
     }
 }
 
-/// Spin briefly, then yield, then sleep up to 1 ms: a waiter that is not released soon stops burning a core.
+/// Spin briefly, then yield, then sleep up to 1 ms: a waiter that is not released soon stops burning a
+/// core. Under loom every round yields (loom has no clock, and explores only spin loops that yield).
 pub(crate) fn backoff(round: u32) {
-    if round < 16 {
+    if cfg!(loom) {
+        crate::sync::yield_now();
+    } else if round < 16 {
         std::hint::spin_loop();
     } else if round < 32 {
-        std::thread::yield_now();
+        crate::sync::yield_now();
     } else {
         std::thread::sleep(Duration::from_micros(u64::from((round - 31).min(20)) * 50));
     }
@@ -129,6 +164,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::Ordering::SeqCst;
 
     #[test]
     fn a_pin_holds_off_the_writer_and_a_write_turns_readers_away() {
@@ -147,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_writer_proceeds_when_the_pin_drops() {
+    fn a_waiting_writer_proceeds_when_the_pin_drops_and_readers_of_its_stripe_wait_for_it() {
         let gate = Arc::new(SlotGate::default());
         let (pinned, release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let (g, p, r) = (gate.clone(), pinned.clone(), release.clone());
@@ -162,15 +198,18 @@ mod tests {
             std::thread::yield_now();
         }
         assert!(gate.begin_write(3, Duration::ZERO).is_err(), "pinned");
-        let r = release.clone();
+        let (g, r) = (gate.clone(), release.clone());
         let releaser = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             r.store(true, SeqCst);
+            // Slot 3 + STRIPES shares the stripe: its reader waits for the write of slot 3, then pins.
+            g.pin(3 + STRIPES as u64).is_some()
         });
         let (claim, waited) = gate.begin_write(3, Duration::from_secs(30)).expect("the pin drops");
         assert!(waited);
+        std::thread::sleep(Duration::from_millis(5));
         gate.end_write(claim);
         reader.join().unwrap();
-        releaser.join().unwrap();
+        assert!(releaser.join().unwrap(), "a reader of another slot of the stripe gets in after the write");
     }
 }

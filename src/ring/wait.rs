@@ -22,13 +22,19 @@ use crate::sync::{AtomicU64, Condvar, Mutex, Ordering::SeqCst};
 pub(crate) const POLL_MAX: Duration = Duration::from_millis(1);
 
 /// The writer process's waiters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Waiters {
     /// Threads in `wait_for`.
     waiting: AtomicU64,
     /// Guards nothing but the sleep itself (the state is the published id).
     lock: Mutex<()>,
     cond: Condvar,
+}
+
+impl Default for Waiters {
+    fn default() -> Self {
+        Waiters { waiting: AtomicU64::new(0), lock: Mutex::new(()), cond: Condvar::new() }
+    }
 }
 
 impl Waiters {
