@@ -406,6 +406,11 @@ pub fn run(s: &Settings, progress: &dyn Fn(&str)) -> Result<Vec<Row>, BenchError
     Ok(rows)
 }
 
+/// A throughput with two significant digits at least.
+fn figure(v: f64) -> String {
+    if v < 10.0 { format!("{v:.1}") } else { format!("{v:.0}") }
+}
+
 /// The results as a Markdown table, each ring row with its ratio to the baseline of its record size,
 /// and the targets (writes and cold reads at least 0.8× the baseline) marked met or missed.
 pub fn table(rows: &[Row], flush_every: u32) -> String {
@@ -419,11 +424,14 @@ pub fn table(rows: &[Row], flush_every: u32) -> String {
         } else {
             format!("{} B", r.record_size)
         };
-        let ratio = |ours: f64, raw: f64| format!("{ours:.0} ({:.2}×)", ours / raw);
+        let ratio = |ours: f64, raw: f64| format!("{} ({:.2}×)", figure(ours), ours / raw);
         match r.mode {
             None => out.push_str(&format!(
-                "| {size} | raw file | {:.0} | {:.0} | — | {:.0} | {:.0} | — |\n",
-                r.write_mbs, r.cold_read_mbs, r.warm_read_mbs, r.random_read_ns
+                "| {size} | raw file | {} | {:.0} | — | {:.0} | {:.0} | — |\n",
+                figure(r.write_mbs),
+                r.cold_read_mbs,
+                r.warm_read_mbs,
+                r.random_read_ns
             )),
             Some(mode) => {
                 let (w, c) = (r.write_mbs / base.write_mbs, r.cold_read_mbs / base.cold_read_mbs);
