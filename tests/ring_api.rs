@@ -95,6 +95,26 @@ fn a_wrapped_ring_forgets_old_laps_and_refuses_ids_far_ahead() {
 }
 
 #[test]
+fn a_ring_of_one_slot_keeps_only_the_latest_record() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = RingBuffer::open(dir.path().join("ring.dat"), options(mode, 1, 32)).unwrap();
+        assert_eq!(ring.max_payload(), 8);
+        for id in 0..5 {
+            ring.write(id, &id.to_le_bytes()).unwrap();
+            assert_eq!(read(&ring, id).unwrap(), id.to_le_bytes());
+            if id > 0 {
+                assert!(ring.read(id - 1, &mut Vec::new()).unwrap_err().is_not_found());
+            }
+        }
+        assert!(matches!(ring.write(6, b""), Err(Error::TooFarAhead { records: 1, .. })), "one lap is one id");
+        ring.write(5, b"").unwrap();
+        let mut batch = ReadBatch::new();
+        assert_eq!(ring.read_many(0..10, &mut batch).unwrap(), 1);
+    }
+}
+
+#[test]
 fn ids_must_increase_and_failed_writes_change_nothing() {
     for mode in MODES {
         let dir = tempfile::tempdir().unwrap();

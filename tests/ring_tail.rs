@@ -1,7 +1,10 @@
 //! A reader process tails a writer process (must-show 4): the reader opens the ring read-only and calls
 //! `wait_for` on each next id, and sees every record, in order, byte-identical. The writer writes in
 //! bursts with pauses, so the reader both keeps up with a busy ring and waits on an idle one. Run with
-//! the two processes in opposite I/O modes, both ways round.
+//! the two processes in opposite I/O modes, both ways round. Each record carries the wall-clock time it
+//! was written, and the reader reports how long after that it had the record: over all records, and for
+//! the first record after each pause (the wake-up latency of its polling `wait_for`). Reported, not
+//! asserted: timing is for benchmarks, not tests.
 #![cfg(feature = "ring")]
 
 mod ring_common;
@@ -36,7 +39,7 @@ fn tail_child() {
         let ring = RingBuffer::open(&path, options(mode, RECORDS, SIZE)).expect("open");
         let max = ring.max_payload();
         for id in 0..COUNT {
-            ring.write(id, &payload(id, len_for(id, max))).expect("write");
+            ring.write(id, &stamped(id, max)).expect("write");
             if id % 500 == 499 {
                 std::thread::sleep(Duration::from_millis(20)); // idle: the reader must wait
             }
@@ -46,15 +49,44 @@ fn tail_child() {
     } else {
         let ring = RingBuffer::open_read_only(&path, ReadOptions { mode, ..ReadOptions::default() }).expect("open");
         let max = ring.max_payload();
-        let mut buf = Vec::new();
+        let (mut buf, mut all, mut woken) = (Vec::new(), Vec::new(), Vec::new());
         for id in 0..COUNT {
             assert!(ring.wait_for(id, Duration::from_secs(60)).expect("wait"), "record {id} never came");
             ring.read(id, &mut buf).expect("read");
-            assert!(buf == payload(id, len_for(id, max)), "record {id} differs");
+            let latency = now_nanos().saturating_sub(u64::from_le_bytes(buf[..8].try_into().unwrap()));
+            assert!(buf[8..] == payload(id, len_for(id, max - 8)), "record {id} differs");
+            all.push(latency);
+            if id % 500 == 0 && id > 0 {
+                woken.push(latency);
+            }
         }
         let s = ring.stats();
-        println!("READ {COUNT} in order; {} retries, {} crc failures", s.retries, s.crc_failures);
+        let us = |v: &mut Vec<u64>, q: f64| {
+            v.sort_unstable();
+            v[((v.len() - 1) as f64 * q) as usize] as f64 / 1e3
+        };
+        println!(
+            "READ {COUNT} in order; {} retries, {} crc failures; write-to-read latency p50 {:.0} µs, p99 {:.0} µs; \
+             after a pause p50 {:.0} µs, max {:.0} µs",
+            s.retries,
+            s.crc_failures,
+            us(&mut all, 0.5),
+            us(&mut all, 0.99),
+            us(&mut woken, 0.5),
+            us(&mut woken, 1.0)
+        );
     }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// Record `id`: the time it is written, then bytes derived from the id.
+fn stamped(id: u64, max: usize) -> Vec<u8> {
+    let mut p = now_nanos().to_le_bytes().to_vec();
+    p.extend(payload(id, len_for(id, max - 8)));
+    p
 }
 
 fn spawn(role: &str, dir: &Path, mode: IoMode) -> std::process::Child {

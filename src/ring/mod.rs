@@ -81,7 +81,10 @@
 //!   or written, so a cold ring costs almost no memory; in [`IoMode::Pread`] no record data is mapped
 //!   and reads reuse pooled buffers (no allocation per read in steady state).
 //! - The files must not be truncated or written by anything else while a handle maps them: a mapped
-//!   access past the end of a file is `SIGBUS`, as for any memory-mapped file.
+//!   access past the end of a file is `SIGBUS`, as for any memory-mapped file. On copy-on-write
+//!   filesystems (btrfs, ZFS) preallocation does not reserve room for overwrites, so a full device can
+//!   still fail a later write there (`pread` mode reports it as an error; a mapped write would fault):
+//!   prefer `IoMode::Pread` or a filesystem that overwrites in place (ext4, XFS) for rings.
 
 mod batch;
 mod error;
@@ -334,8 +337,10 @@ impl RingBuffer {
     }
 
     /// Waits until record `id` is published (`true`) or `timeout` passes (`false`), without polling in
-    /// the writer's process; read-only handles poll the header with a back-off capped at 1 ms (see
-    /// `wait.rs`). A `timeout` too large to add to now waits forever.
+    /// the writer's process (a condition variable: woken within the scheduler's latency); read-only
+    /// handles poll the header with a back-off capped at 1 ms, so an idle one sees a record up to about
+    /// 1 ms late plus scheduling delay (see `wait.rs` for measured figures). A `timeout` too large to add
+    /// to now waits forever.
     ///
     /// # Errors
     /// [`Error::TooFarAhead`] if `id` is more than a lap past the latest id.

@@ -2,16 +2,19 @@
 //! reused so that reading allocates nothing in steady state.
 //!
 //! Free buffers sit in a few lists striped by thread (`crate::stripe`), each behind its own lock held
-//! for one push or pop; a thread mostly meets only its own list. Each list keeps a bounded number of
-//! buffers; the rest are freed when returned.
+//! for one push or pop; a thread mostly meets only its own list. Each list keeps at most 8 buffers and
+//! at most 16 MiB (at least one buffer); the rest are freed when returned, so rings of huge records do
+//! not keep gigabytes of idle buffers.
 
 use std::ops::{Deref, DerefMut};
 
 use crate::stripe::{default_stripes, thread_index};
 use crate::sync::Mutex;
 
-/// Buffers kept per stripe.
+/// Most buffers kept per stripe.
 const KEEP: usize = 8;
+/// Most idle bytes kept per stripe (but always one buffer).
+const KEEP_BYTES: usize = 16 << 20;
 
 /// One stripe's free buffers; its lock guards the list only.
 type FreeList = Mutex<Vec<Box<[u8]>>>;
@@ -20,6 +23,8 @@ type FreeList = Mutex<Vec<Box<[u8]>>>;
 #[derive(Debug)]
 pub(crate) struct FramePool {
     size: usize,
+    /// Buffers kept per stripe.
+    keep: usize,
     free: Box<[FreeList]>,
 }
 
@@ -33,7 +38,8 @@ pub(crate) struct PooledFrame<'a> {
 impl FramePool {
     /// A pool of `size`-byte buffers.
     pub(crate) fn new(size: usize) -> FramePool {
-        FramePool { size, free: (0..default_stripes()).map(|_| Mutex::new(Vec::with_capacity(KEEP))).collect() }
+        let keep = (KEEP_BYTES / size.max(1)).clamp(1, KEEP);
+        FramePool { size, keep, free: (0..default_stripes()).map(|_| Mutex::new(Vec::with_capacity(keep))).collect() }
     }
 
     fn stripe(&self) -> &FreeList {
@@ -69,7 +75,7 @@ impl Drop for PooledFrame<'_> {
     fn drop(&mut self) {
         let Some(buf) = self.buf.take() else { return };
         let mut free = self.pool.stripe().lock();
-        if free.len() < KEEP {
+        if free.len() < self.pool.keep {
             free.push(buf);
         }
     }
@@ -91,5 +97,10 @@ mod tests {
         let many: Vec<_> = (0..KEEP + 5).map(|_| pool.take()).collect();
         drop(many);
         assert_eq!(pool.idle(), KEEP);
+        // Huge buffers: one kept per stripe.
+        let big = FramePool::new(KEEP_BYTES);
+        let two = (big.take(), big.take());
+        drop(two);
+        assert_eq!(big.idle(), 1);
     }
 }
