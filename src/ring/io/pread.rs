@@ -1,12 +1,15 @@
-//! `pread`/`pwritev` I/O: each slot is read with one `pread` of the whole slot into the caller's
-//! (pooled) buffer and written with one `pwritev` of the frame header and the payload, so the payload
+//! `pread`/`pwritev` I/O: each slot is read with one `pread` of the whole slot (slots over 64 KiB: the
+//! frame header, then the payload it claims) into the caller's (pooled) buffer and written with one `pwritev` of the frame header and the payload, so the payload
 //! is never copied in user space on the way out. Record data is never mapped.
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use super::{Store, chunks};
+use super::{Store, chunks, claimed_len};
+
+/// Slots up to this size are read whole with one `pread`; larger ones header first.
+const WHOLE_SLOT_READ: usize = 64 << 10;
 use crate::ring::Error;
 use crate::ring::geometry::{HEADER_BYTES, Layout};
 use crate::ring::record::FRAME_HEADER;
@@ -35,8 +38,16 @@ impl Store for PreadStore {
     fn read_frame(&self, slot: u64, out: &mut [u8]) -> Result<usize, Error> {
         let (shard, at) = self.file_offset(slot);
         let file = self.shards.get(shard);
-        let n = self.layout.record_size();
-        file.file().read_exact_at(&mut out[..n], at).map_err(|e| Error::io(file.path(), e))?;
+        let size = self.layout.record_size();
+        let read = |buf: &mut [u8], at: u64| file.file().read_exact_at(buf, at).map_err(|e| Error::io(file.path(), e));
+        if size <= WHOLE_SLOT_READ {
+            read(&mut out[..size], at)?;
+            return Ok(size);
+        }
+        // A large slot: the header first, then only the payload it claims (bounded by the slot).
+        read(&mut out[..FRAME_HEADER], at)?;
+        let n = FRAME_HEADER + claimed_len(&out[..FRAME_HEADER], size);
+        read(&mut out[FRAME_HEADER..n], at + FRAME_HEADER as u64)?;
         Ok(n)
     }
 
