@@ -2,8 +2,8 @@
 //!
 //! For each record size there are three files of the same size: a raw baseline (preallocated, written
 //! once), and a ring in each I/O mode (written one full lap first). Then, in rounds that alternate
-//! between the three so that a change in the machine's load or the device's speed hits all of them
-//! alike (the median round is reported):
+//! between the three (cold reads in an order that rotates from round to round) so that a change in the
+//! machine's load or the device's speed hits all of them alike (the median round is reported):
 //! - **write**: the next records (at most `max_flushes` syncs' worth), flushing every `flush_every`;
 //!   the baseline `pwrite`s the same record-sized blocks in order with an `fdatasync` as often.
 //! - **cold sequential read**: after `posix_fadvise(DONTNEED)` on closed files (the pages' residency is
@@ -48,7 +48,7 @@ pub struct Settings {
 
 impl Settings {
     /// The figures of docs/benchmarks.md: 128 MiB files, 4 KiB and 128 B records, 8 MiB prefetch
-    /// windows (this machine's `read_ahead_kb`), 3 rounds.
+    /// windows (this machine's `read_ahead_kb`), 5 rounds.
     pub fn full(dir: PathBuf) -> Self {
         Settings {
             dir,
@@ -58,7 +58,7 @@ impl Settings {
             random_reads: 1 << 20,
             flush_every: 64,
             prefetch_kib: 8192,
-            rounds: 3,
+            rounds: 5,
         }
     }
 
@@ -349,15 +349,26 @@ fn measure(s: &Settings, size: u32, progress: &dyn Fn(&str)) -> Result<Vec<Row>,
     drop(handles);
     for round in 0..s.rounds {
         progress(&format!("{size} B: cold reads, round {}", round + 1));
-        let (mbs, r) = raw.cold_read()?;
-        cold[0].push(mbs);
-        hot = hot.max(r);
-        for (i, ring) in rings.iter().enumerate() {
-            let (mbs, r) = ring.cold_read(prefetch)?;
-            cold[i + 1].push(mbs);
-            let (bare, r2) = ring.cold_read(0)?;
-            cold_bare[i].push(bare);
-            hot = hot.max(r).max(r2);
+        // Five cold reads a round, in an order that rotates between rounds, so that none of them is
+        // always the one that follows (or precedes) another's I/O.
+        for step in 0..5 {
+            match (step + round) % 5 {
+                0 => {
+                    let (mbs, r) = raw.cold_read()?;
+                    cold[0].push(mbs);
+                    hot = hot.max(r);
+                }
+                k => {
+                    let i = (k - 1) / 2;
+                    let (mbs, r) = rings[i].cold_read(if k % 2 == 1 { prefetch } else { 0 })?;
+                    if k % 2 == 1 {
+                        cold[i + 1].push(mbs)
+                    } else {
+                        cold_bare[i].push(mbs)
+                    }
+                    hot = hot.max(r);
+                }
+            }
         }
     }
     progress(&format!("{size} B: warm and random reads"));
