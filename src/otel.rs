@@ -198,7 +198,7 @@ type PickRing = fn(&crate::ring::RingStats) -> u64;
 /// Registers a [`RingBuffer`](crate::ring::RingBuffer) handle's counters and gauges on `meter`, attribute
 /// `cache` (the ring's name). Counters `cachefs.ring.*`: `reads`, `hits`, `misses`, `crc_failures`,
 /// `read_bytes`, `writes`, `written_bytes`, `stored_bytes`, `flushes`, `flush_errors`, `pin_waits`,
-/// `retries`, `prefetches`. Gauges: `cachefs.ring.records`, `.record_size`, and `.latest_id` and
+/// `retries`. Gauges: `cachefs.ring.records`, `.record_size`, and `.latest_id` and
 /// `.flushed_id` once there are such ids. The registration keeps reporting the handle's last values after
 /// it is closed; it holds no file and no lock.
 ///
@@ -217,7 +217,7 @@ pub fn register_ring(meter: &Meter, ring: &crate::ring::RingBuffer) -> Registrat
     let name = KeyValue::new("cache", ring.stats().name);
     let mut counters = Vec::new();
     let mut gauges = Vec::new();
-    let specs: [(&'static str, &'static str, PickRing); 13] = [
+    let specs: [(&'static str, &'static str, PickRing); 12] = [
         ("cachefs.ring.reads", "{record}", |s| s.reads),
         ("cachefs.ring.hits", "{record}", |s| s.hits),
         ("cachefs.ring.misses", "{record}", |s| s.misses),
@@ -230,7 +230,6 @@ pub fn register_ring(meter: &Meter, ring: &crate::ring::RingBuffer) -> Registrat
         ("cachefs.ring.flush_errors", "{error}", |s| s.flush_errors),
         ("cachefs.ring.pin_waits", "{wait}", |s| s.pin_waits),
         ("cachefs.ring.retries", "{copy}", |s| s.retries),
-        ("cachefs.ring.prefetches", "{request}", |s| s.prefetches),
     ];
     for (metric, unit, pick) in specs {
         let (t, attr) = (telemetry.clone(), name.clone());

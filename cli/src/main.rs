@@ -100,9 +100,6 @@ enum RingCommand {
         /// Size of each ring and baseline file, MiB.
         #[arg(long, default_value_t = 128)]
         mib: u64,
-        /// The prefetch window of the cold reads, KiB.
-        #[arg(long, default_value_t = 8192)]
-        prefetch_kib: u64,
         /// Record sizes, bytes, comma-separated.
         #[arg(long, default_value = "4096,128")]
         record_sizes: String,
@@ -217,7 +214,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", found.text);
             if found.clean { Ok(()) } else { Err(CliError::Corrupt) }
         }
-        Command::Ring { command: RingCommand::Bench { dir, mib, prefetch_kib, record_sizes, smoke, json } } => {
+        Command::Ring { command: RingCommand::Bench { dir, mib, record_sizes, smoke, json } } => {
             if mib == 0 {
                 return Err(CliError::Mib);
             }
@@ -229,12 +226,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let settings = if smoke {
                 ring_cli::bench::Settings::smoke(dir)
             } else {
-                ring_cli::bench::Settings {
-                    mib,
-                    prefetch_kib,
-                    record_sizes: sizes,
-                    ..ring_cli::bench::Settings::full(dir)
-                }
+                ring_cli::bench::Settings { mib, record_sizes: sizes, ..ring_cli::bench::Settings::full(dir) }
             };
             let bar = ProgressBar::new_spinner();
             let started = Instant::now();
@@ -245,11 +237,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
             } else {
                 println!(
-                    "# cachefs ring bench\n\n{} MiB per file, {} cores, prefetch window {} KiB, median of {} alternating rounds; \
+                    "# cachefs ring bench\n\n{} MiB per file, {} cores, median of {} alternating rounds; \
                      MB/s = 10^6 record bytes per second.\n",
                     settings.mib,
                     std::thread::available_parallelism().map_or(1, |n| n.get()),
-                    settings.prefetch_kib,
                     settings.rounds,
                 );
                 print!("{}", ring_cli::bench::table(&rows, settings.flush_every));

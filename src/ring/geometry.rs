@@ -140,22 +140,6 @@ impl Layout {
         name.push(format!(".{i}"));
         PathBuf::from(name)
     }
-
-    /// Splits the slots `first..first + count` (wrapping past the last slot) into runs that each lie in
-    /// one shard: `(shard, byte offset in its record area, byte length)`.
-    pub(crate) fn runs(&self, first: u64, count: u64, mut f: impl FnMut(u32, u64, u64)) {
-        let records = self.geometry.records;
-        let mut slot = first % records;
-        let mut left = count.min(records);
-        while left > 0 {
-            let (shard, offset) = self.locate(slot);
-            let shard_end = (u64::from(shard) + 1) * self.per_shard;
-            let n = left.min(shard_end.min(records) - slot);
-            f(shard, offset, n * u64::from(self.geometry.record_size));
-            left -= n;
-            slot = (slot + n) % records;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -186,18 +170,6 @@ mod tests {
     fn one_shard_when_everything_fits() {
         let l = Layout::new(g(100, 128, 1 << 30)).unwrap();
         assert_eq!((l.shards(), l.records_in(0), l.shard_len(0)), (1, 100, Some(4096 + 12_800)));
-    }
-
-    #[test]
-    fn runs_split_at_shard_ends_and_wrap() {
-        let l = Layout::new(g(10, 1024, 4096 + 3 * 1024)).unwrap();
-        let mut runs = Vec::new();
-        l.runs(8, 5, |s, o, n| runs.push((s, o, n)));
-        // Slots 8, 9 | 0, 1, 2.
-        assert_eq!(runs, [(2, 2048, 1024), (3, 0, 1024), (0, 0, 3072)]);
-        runs.clear();
-        l.runs(4, 1_000, |s, o, n| runs.push((s, o, n)));
-        assert_eq!(runs.iter().map(|r| r.2).sum::<u64>(), 10 * 1024, "at most one lap");
     }
 
     #[test]

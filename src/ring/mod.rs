@@ -95,7 +95,6 @@ mod io;
 mod options;
 mod pins;
 mod pool;
-mod prefetch;
 mod read;
 mod record;
 mod recover;
@@ -165,7 +164,6 @@ use geometry::Layout;
 use header::Control;
 use io::{MmapStore, PreadStore, Store};
 use pool::FramePool;
-use prefetch::Prefetcher;
 use record::{FRAME_HEADER, Seed};
 use shard::Shards;
 use wait::Waiters;
@@ -185,7 +183,6 @@ pub struct RingBuffer {
     /// `None` for read-only handles.
     writer: Option<Writer>,
     waiters: Waiters,
-    prefetch: Prefetcher,
     pool: FramePool,
     telemetry: Arc<Telemetry>,
 }
@@ -248,15 +245,15 @@ impl RingBuffer {
         shards: Shards,
         control: Control,
         mode: IoMode,
-        prefetch: u32,
+        prefetch: bool,
         name: String,
     ) -> Result<RingBuffer, Error> {
         let layout = shards.layout();
         let (seed, files) = (Seed::new(shards.nonce()), shards.paths());
         let write = control.is_writable();
         let store: Box<dyn Store> = match mode {
-            IoMode::Mmap => Box::new(MmapStore::new(shards, write)?),
-            IoMode::Pread => Box::new(PreadStore::new(shards)),
+            IoMode::Mmap => Box::new(MmapStore::new(shards, write, prefetch)?),
+            IoMode::Pread => Box::new(PreadStore::new(shards, prefetch)),
         };
         let control = Arc::new(control);
         let telemetry =
@@ -271,7 +268,6 @@ impl RingBuffer {
             control,
             writer: None,
             waiters: Waiters::default(),
-            prefetch: Prefetcher::new(prefetch),
             pool: FramePool::new(layout.record_size()),
             telemetry,
         })

@@ -1,5 +1,5 @@
 //! What a caller chooses when opening a ring: its geometry (fixed at creation) and how this handle
-//! reads and writes it (I/O mode, prefetch, flush cadence, compression), which may differ per open.
+//! reads and writes it (I/O mode, read-ahead, flush cadence, compression), which may differ per open.
 
 use super::Geometry;
 
@@ -60,9 +60,13 @@ pub struct RingOptions {
     pub shard_bytes: u64,
     /// Memory-mapped or `pread`/`pwrite` I/O.
     pub mode: IoMode,
-    /// After a read that continues a sequential scan, ask the kernel to load the next `prefetch` records
-    /// in the background (`madvise(WILLNEED)` when mapped, `posix_fadvise(WILLNEED)` otherwise). 0: off.
-    pub prefetch: u32,
+    /// Read ahead, for handles that read the ring in order (consumers tailing or scanning it): the
+    /// kernel's sequential read-ahead is switched on for the files (`MADV_SEQUENTIAL` on the mappings,
+    /// `POSIX_FADV_SEQUENTIAL` on the files), so it loads records ahead of the reader in large
+    /// background requests. Off (the default), mapped rings are advised `MADV_RANDOM`: a read makes only
+    /// its own pages resident, which suits readers that jump between ids and keeps a cold ring's memory
+    /// to what is read, but makes a cold sequential scan slow (one page per fault).
+    pub prefetch: bool,
     /// Flush (make durable) after every `flush_every` records written. 0: only on
     /// [`flush`](super::RingBuffer::flush), [`close`](super::RingBuffer::close) and drop.
     pub flush_every: u32,
@@ -73,7 +77,7 @@ pub struct RingOptions {
 }
 
 impl Default for RingOptions {
-    /// 65,536 records of 4 KiB (256 MiB) in shard files of at most 1 GiB, mapped, no prefetch, flushed
+    /// 65,536 records of 4 KiB (256 MiB) in shard files of at most 1 GiB, mapped, no read-ahead, flushed
     /// on demand, uncompressed, named `ring`.
     fn default() -> Self {
         RingOptions {
@@ -81,7 +85,7 @@ impl Default for RingOptions {
             record_size: 4096,
             shard_bytes: 1 << 30,
             mode: IoMode::Mmap,
-            prefetch: 0,
+            prefetch: false,
             flush_every: 0,
             compression: Compression::None,
             name: "ring".to_string(),
@@ -107,15 +111,15 @@ impl RingOptions {
 pub struct ReadOptions {
     /// Memory-mapped or `pread` I/O (independent of the writer's mode).
     pub mode: IoMode,
-    /// Records to prefetch after a sequential read, as [`RingOptions::prefetch`].
-    pub prefetch: u32,
+    /// Read ahead for a reader that reads in order, as [`RingOptions::prefetch`].
+    pub prefetch: bool,
     /// The name reported in statistics.
     pub name: String,
 }
 
 impl Default for ReadOptions {
-    /// Mapped, no prefetch, named `ring`.
+    /// Mapped, no read-ahead, named `ring`.
     fn default() -> Self {
-        ReadOptions { mode: IoMode::Mmap, prefetch: 0, name: "ring".to_string() }
+        ReadOptions { mode: IoMode::Mmap, prefetch: false, name: "ring".to_string() }
     }
 }

@@ -152,19 +152,10 @@ impl RingBuffer {
         }
     }
 
-    /// After serving `bytes` of record `id`: count the hit and prefetch if the reads look sequential.
-    fn served(&self, id: u64, bytes: usize) {
+    /// After serving `bytes` of a record: count the hit.
+    fn served(&self, bytes: usize) {
         self.telemetry.add(Count::Hit, 1);
         self.telemetry.add(Count::BytesRead, bytes as u64);
-        self.prefetch_after(id, id);
-    }
-
-    /// Prefetches after reads of `first..=last`, if they continue a sequential scan.
-    fn prefetch_after(&self, first: u64, last: u64) {
-        if let Some((from, count)) = self.prefetch.after_reads(first, last) {
-            self.store.prefetch(self.layout.slot(from), count);
-            self.telemetry.add(Count::Prefetch, 1);
-        }
     }
 
     /// `read`: the payload of `id` appended to `out` (cleared first).
@@ -174,7 +165,7 @@ impl RingBuffer {
         if !found.frame.decode_into(found.slot(), out) {
             return Err(self.undecodable(id));
         }
-        self.served(id, out.len());
+        self.served(out.len());
         Ok(out.len())
     }
 
@@ -211,7 +202,7 @@ impl RingBuffer {
                 }
             }
         };
-        self.served(id, len);
+        self.served(len);
         Ok(record)
     }
 
@@ -243,7 +234,7 @@ impl RingBuffer {
         if found.frame.decode_into(found.slot(), batch.data()) {
             drop(found);
             batch.commit(id, at);
-            self.served(id, batch.data().len() - at);
+            self.served(batch.data().len() - at);
         } else {
             drop(found);
             let _ = self.undecodable(id);
@@ -257,8 +248,7 @@ impl RingBuffer {
     /// word-wise atomic loads from the mapping) between two reads of the write sequence: the seqlock of
     /// the read-only path, which holds for this process's writer too, since every write it makes is
     /// bracketed by the sequence (and stores mapped words atomically). A run copied while the sequence
-    /// moved is read again record by record through `find`. Statistics and prefetch are accounted once
-    /// per run.
+    /// moved is read again record by record through `find`. Statistics are accounted once per run.
     fn read_runs(&self, ids: Range<u64>, batch: &mut ReadBatch) -> Result<(), Error> {
         let size = self.layout.record_size();
         let run_bytes = if self.store.mapped(0).is_some() { MAPPED_RUN_BYTES } else { RUN_BYTES };
@@ -286,7 +276,7 @@ impl RingBuffer {
                         }
                     }
                 }
-                self.account_run(id, n, &tally);
+                self.account_run(n, &tally);
                 id += n;
                 continue;
             }
@@ -311,7 +301,7 @@ impl RingBuffer {
                 for (i, bytes) in frames[..len].chunks(size).enumerate() {
                     self.take_from_run(id + i as u64, first + i as u64, bytes, batch, &mut tally);
                 }
-                self.account_run(id, n, &tally);
+                self.account_run(n, &tally);
             }
             id += n;
         };
@@ -346,8 +336,8 @@ impl RingBuffer {
         }
     }
 
-    /// Counts a run of `n` reads from `first` and prefetches after it.
-    fn account_run(&self, first: u64, n: u64, tally: &RunTally) {
+    /// Counts a run of `n` reads.
+    fn account_run(&self, n: u64, tally: &RunTally) {
         let t = &self.telemetry;
         t.add(Count::Read, n);
         for (count, v) in [
@@ -359,9 +349,6 @@ impl RingBuffer {
             if v > 0 {
                 t.add(count, v);
             }
-        }
-        if tally.hits > 0 {
-            self.prefetch_after(first, first + n - 1);
         }
     }
 }

@@ -29,10 +29,9 @@ pub(crate) enum Count {
     FlushError,
     PinWait,
     Retry,
-    Prefetch,
 }
 
-const COUNTS: usize = 13;
+const COUNTS: usize = 12;
 
 /// A handle's counters and what its reports need besides them. Shared with exporters (`otel`), which
 /// may outlive the handle: it holds no file descriptor and no lock, only the header page's mapping.
@@ -89,7 +88,6 @@ impl Telemetry {
             flush_errors: at(Count::FlushError),
             pin_waits: at(Count::PinWait),
             retries: at(Count::Retry),
-            prefetches: at(Count::Prefetch),
         }
     }
 }
@@ -135,8 +133,6 @@ pub struct RingStats {
     pub pin_waits: u64,
     /// Copies read again because the writer changed the ring during the copy (read-only handles).
     pub retries: u64,
-    /// Prefetch requests made to the kernel.
-    pub prefetches: u64,
 }
 
 impl RingStats {
@@ -168,7 +164,6 @@ impl RingStats {
             ("cachefs_ring_flush_errors_total", "Flushes that failed.", self.flush_errors),
             ("cachefs_ring_pin_waits_total", "Writes that waited for a reader's guard.", self.pin_waits),
             ("cachefs_ring_retries_total", "Copies retried because the writer changed the ring.", self.retries),
-            ("cachefs_ring_prefetches_total", "Prefetch requests made to the kernel.", self.prefetches),
         ] {
             prometheus::single(&mut out, "counter", &cache, (name, help, value));
         }
@@ -216,7 +211,6 @@ mod tests {
             flush_errors: 0,
             pin_waits: 0,
             retries: 0,
-            prefetches: 0,
         }
     }
 

@@ -7,8 +7,9 @@
 //! - **write**: the next records (at most `max_flushes` syncs' worth), flushing every `flush_every`;
 //!   the baseline `pwrite`s the same record-sized blocks in order with an `fdatasync` as often.
 //! - **cold sequential read**: after `posix_fadvise(DONTNEED)` on closed files (the pages' residency is
-//!   checked with `mincore`), one lap in id order with `read_many` (256 KiB of records a call), with and without
-//!   `prefetch`; the baseline reads the file in 1 MiB `read`s after `posix_fadvise(SEQUENTIAL)`.
+//!   checked with `mincore`), one lap in id order with `read_many` (256 KiB of records a call), with the
+//!   `prefetch` option (the kernel's sequential read-ahead) and without; the baseline reads the file in
+//!   1 MiB `read`s after `posix_fadvise(SEQUENTIAL)`.
 //!
 //! Then, page cache warm: **sequential read** (the same lap; the baseline `pread`s record-sized blocks)
 //! and **random read** (`read` of uniform ids; the baseline `pread`s one block).
@@ -40,15 +41,12 @@ pub struct Settings {
     pub random_reads: u64,
     /// Records flushed together.
     pub flush_every: u32,
-    /// The prefetch window of the cold reads, in KiB of records.
-    pub prefetch_kib: u64,
     /// Rounds of the write and cold-read measurements (the median is reported).
     pub rounds: usize,
 }
 
 impl Settings {
-    /// The figures of docs/benchmarks.md: 128 MiB files, 4 KiB and 128 B records, 8 MiB prefetch
-    /// windows (this machine's `read_ahead_kb`), 5 rounds.
+    /// The figures of docs/benchmarks.md: 128 MiB files, 4 KiB and 128 B records, 5 rounds.
     pub fn full(dir: PathBuf) -> Self {
         Settings {
             dir,
@@ -57,7 +55,6 @@ impl Settings {
             max_flushes: 1024,
             random_reads: 1 << 20,
             flush_every: 64,
-            prefetch_kib: 8192,
             rounds: 5,
         }
     }
@@ -75,9 +72,9 @@ pub struct Row {
     pub mode: Option<IoMode>,
     /// MB/s (10⁶ bytes), flushing every `flush_every` records.
     pub write_mbs: f64,
-    /// MB/s after dropping the page cache (with prefetch for the ring).
+    /// MB/s after dropping the page cache (the ring with `prefetch`).
     pub cold_read_mbs: f64,
-    /// MB/s cold without prefetch (ring only).
+    /// MB/s cold without `prefetch` (ring only).
     pub cold_read_no_prefetch_mbs: Option<f64>,
     /// Largest fraction of the file's pages resident when a cold read started.
     pub resident_before_cold: f64,
@@ -272,7 +269,7 @@ impl Ring {
         Ok(Ring { path, options, size: u64::from(size), records })
     }
 
-    fn open(&self, flush_every: u32, prefetch: u32) -> Result<RingBuffer, BenchError> {
+    fn open(&self, flush_every: u32, prefetch: bool) -> Result<RingBuffer, BenchError> {
         Ok(RingBuffer::open(&self.path, RingOptions { flush_every, prefetch, ..self.options.clone() })?)
     }
 
@@ -300,8 +297,8 @@ impl Ring {
         Ok(mbs(self.records * self.size, t.elapsed().as_secs_f64()))
     }
 
-    fn cold_read(&self, prefetch: u32) -> Result<(f64, f64), BenchError> {
-        let files: Vec<PathBuf> = self.open(0, 0)?.files().to_vec();
+    fn cold_read(&self, prefetch: bool) -> Result<(f64, f64), BenchError> {
+        let files: Vec<PathBuf> = self.open(0, false)?.files().to_vec();
         for f in &files {
             drop_cache(f)?;
         }
@@ -325,7 +322,6 @@ impl Ring {
 fn measure(s: &Settings, size: u32, progress: &dyn Fn(&str)) -> Result<Vec<Row>, BenchError> {
     let records = s.mib * (1 << 20) / u64::from(size);
     let writes = records.min(s.max_flushes * u64::from(s.flush_every));
-    let prefetch = (s.prefetch_kib * 1024 / u64::from(size)).max(1) as u32;
     progress(&format!("{size} B: writing the files once"));
     let mut raw = Raw::create(&s.dir, size, records)?;
     let rings =
@@ -333,7 +329,7 @@ fn measure(s: &Settings, size: u32, progress: &dyn Fn(&str)) -> Result<Vec<Row>,
     // [raw, mmap, pread] per measure; ring cold reads with and without prefetch.
     let (mut write, mut cold, mut cold_bare, mut hot) =
         ([vec![], vec![], vec![]], [vec![], vec![], vec![]], [vec![], vec![]], 0.0f64);
-    let handles: Vec<RingBuffer> = rings.iter().map(|r| r.open(s.flush_every, 0)).collect::<Result<_, _>>()?;
+    let handles: Vec<RingBuffer> = rings.iter().map(|r| r.open(s.flush_every, false)).collect::<Result<_, _>>()?;
     for round in 0..s.rounds {
         progress(&format!("{size} B: writes, round {}", round + 1));
         let t = Instant::now();
@@ -360,7 +356,7 @@ fn measure(s: &Settings, size: u32, progress: &dyn Fn(&str)) -> Result<Vec<Row>,
                 }
                 k => {
                     let i = (k - 1) / 2;
-                    let (mbs, r) = rings[i].cold_read(if k % 2 == 1 { prefetch } else { 0 })?;
+                    let (mbs, r) = rings[i].cold_read(k % 2 == 1)?;
                     if k % 2 == 1 {
                         cold[i + 1].push(mbs)
                     } else {
@@ -384,7 +380,7 @@ fn measure(s: &Settings, size: u32, progress: &dyn Fn(&str)) -> Result<Vec<Row>,
         random_read_ns: raw.random_read(s.random_reads)?,
     }];
     for (i, ring) in rings.iter().enumerate() {
-        let handle = ring.open(0, 0)?;
+        let handle = ring.open(0, false)?;
         ring.read_lap(&handle)?;
         rows.push(Row {
             record_size: size,
@@ -426,7 +422,7 @@ fn figure(v: f64) -> String {
 /// and the targets (writes and cold reads at least 0.8× the baseline) marked met or missed.
 pub fn table(rows: &[Row], flush_every: u32) -> String {
     let mut out = format!(
-        "| record | I/O | write MB/s, flush every {flush_every} | cold seq. read MB/s (prefetch) | cold, no prefetch | warm seq. read MB/s | random read ns | targets (≥ 0.8× raw) |\n|---|---|---:|---:|---:|---:|---:|---|\n"
+        "| record | I/O | write MB/s, flush every {flush_every} | cold seq. read MB/s (`prefetch`) | cold, no `prefetch` | warm seq. read MB/s | random read ns | targets (≥ 0.8× raw) |\n|---|---|---:|---:|---:|---:|---:|---|\n"
     );
     for r in rows {
         let base = rows.iter().find(|b| b.mode.is_none() && b.record_size == r.record_size).expect("baseline row");

@@ -38,26 +38,6 @@ pub(crate) trait Store: Send + Sync + fmt::Debug {
     /// Makes everything written to shard `shard` durable (`fdatasync`: for mapped files this also
     /// writes the pages dirtied through the mapping).
     fn sync(&self, shard: u32) -> Result<(), Error>;
-
-    /// Asks the kernel to start loading `count` slots from `first` (wrapping) in the background, in
-    /// requests of at most [`PREFETCH_CHUNK`] bytes.
-    fn prefetch(&self, first: u64, count: u64);
-}
-
-/// The largest single `WILLNEED` request. The kernel silently truncates a request to the larger of the
-/// device's readahead window and its largest I/O (`read_ahead_kb`, often 128 KiB, and `max_sectors_kb`),
-/// so one large request would leave most of a window unread; 512 KiB requests are honoured whole on
-/// common devices and still few (16 per 8 MiB).
-pub(crate) const PREFETCH_CHUNK: u64 = 512 << 10;
-
-/// Splits the byte range `offset..offset + len` into requests of at most [`PREFETCH_CHUNK`].
-pub(crate) fn chunks(offset: u64, len: u64, mut f: impl FnMut(u64, u64)) {
-    let mut at = offset;
-    while at < offset + len {
-        let n = (offset + len - at).min(PREFETCH_CHUNK);
-        f(at, n);
-        at += n;
-    }
 }
 
 /// The stored payload length a frame header claims, bounded by what fits in a slot of `slot_len` bytes.

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use super::{Store, chunks, claimed_len};
+use super::{Store, claimed_len};
 
 /// Slots up to this size are read whole with one `pread`; larger ones header first.
 const WHOLE_SLOT_READ: usize = 64 << 10;
@@ -23,7 +23,15 @@ pub(crate) struct PreadStore {
 }
 
 impl PreadStore {
-    pub(crate) fn new(shards: Shards) -> PreadStore {
+    /// The store over `shards`; the files are advised `POSIX_FADV_SEQUENTIAL` if `sequential`.
+    pub(crate) fn new(shards: Shards, sequential: bool) -> PreadStore {
+        if sequential {
+            for shard in shards.iter() {
+                // SAFETY: `posix_fadvise` on an open descriptor; a hint that touches no memory of ours.
+                // Failure changes nothing but speed.
+                unsafe { libc::posix_fadvise(shard.file().as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+            }
+        }
         let layout = shards.layout();
         PreadStore { shards, layout }
     }
@@ -95,23 +103,5 @@ impl Store for PreadStore {
 
     fn sync(&self, shard: u32) -> Result<(), Error> {
         self.shards.get(shard).datasync()
-    }
-
-    fn prefetch(&self, first: u64, count: u64) {
-        self.layout.runs(first, count, |shard, offset, len| {
-            let file = self.shards.get(shard).file();
-            chunks(HEADER_BYTES + offset, len, |at, n| {
-                // SAFETY: `posix_fadvise` on an open descriptor; a hint that touches no memory of ours.
-                // Failure changes nothing but speed.
-                unsafe {
-                    libc::posix_fadvise(
-                        file.as_raw_fd(),
-                        at as libc::off_t,
-                        n as libc::off_t,
-                        libc::POSIX_FADV_WILLNEED,
-                    );
-                }
-            });
-        });
     }
 }
