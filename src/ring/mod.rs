@@ -78,7 +78,9 @@
 //! - **Geometry**: reopening with another geometry is [`Error::GeometryMismatch`]; a file shorter than
 //!   its header requires is [`Error::FileTooShort`]; neither changes anything on disk.
 //! - **Memory**: in [`IoMode::Mmap`] the files are mapped whole but pages become resident only when read
-//!   or written, so a cold ring costs almost no memory; in [`IoMode::Pread`] no record data is mapped
+//!   or written (the mappings are advised `MADV_RANDOM`, so a read faults in its own pages, not a
+//!   read-ahead window), and a cold ring costs almost no memory; handles opened with `prefetch` are
+//!   advised `MADV_SEQUENTIAL` instead, for fast scans. In [`IoMode::Pread`] no record data is mapped
 //!   and reads reuse pooled buffers (no allocation per read in steady state).
 //! - The files must not be truncated or written by anything else while a handle maps them: a mapped
 //!   access past the end of a file is `SIGBUS`, as for any memory-mapped file. On copy-on-write
