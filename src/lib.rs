@@ -11,6 +11,8 @@ mod latency;
 mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "ring")]
+pub mod ring;
 mod stripe;
 mod sync;
 

@@ -23,7 +23,7 @@ use crate::{Cache, CacheStats, RemovalCause};
 pub struct Registration {
     _counters: Vec<ObservableCounter<u64>>,
     _gauges: Vec<ObservableGauge<u64>>,
-    _latency: ObservableGauge<f64>,
+    _latency: Option<ObservableGauge<f64>>,
 }
 
 type Pick = fn(&CacheStats) -> u64;
@@ -101,7 +101,7 @@ where
     ];
     let c = cache.clone();
     let latency = latency_gauge(meter, "cachefs.cache.operation.duration", name, move || c.metrics().latency);
-    Registration { _counters: counters, _gauges: gauges, _latency: latency }
+    Registration { _counters: counters, _gauges: gauges, _latency: Some(latency) }
 }
 
 /// A gauge of latency quantiles (0.5, 0.95, 0.99, 0.999, and 1 for the maximum) per `op`, in seconds.
@@ -191,5 +191,78 @@ pub fn register_fs(meter: &Meter, fs: &CacheFs) -> Registration {
         }
     }
     let latency = latency_gauge(meter, "cachefs.fs.operation.duration", name, move || source.stats().latency);
-    Registration { _counters: counters, _gauges: gauges, _latency: latency }
+    Registration { _counters: counters, _gauges: gauges, _latency: Some(latency) }
+}
+
+#[cfg(feature = "ring")]
+type PickRing = fn(&crate::ring::RingStats) -> u64;
+
+/// Registers a [`RingBuffer`](crate::ring::RingBuffer) handle's counters and gauges on `meter`, attribute
+/// `cache` (the ring's name). Counters `cachefs.ring.*`: `reads`, `hits`, `misses`, `crc_failures`,
+/// `read_bytes`, `writes`, `written_bytes`, `stored_bytes`, `flushes`, `flush_errors`, `pin_waits`,
+/// `retries`. Gauges: `cachefs.ring.records`, `.record_size`, and `.latest_id` and
+/// `.flushed_id` once there are such ids. The registration keeps reporting the handle's last values after
+/// it is closed; it holds no file and no lock.
+///
+/// ```
+/// use cachefs::ring::{RingBuffer, RingOptions};
+/// use opentelemetry::global;
+///
+/// let dir = tempfile::tempdir()?;
+/// let ring = RingBuffer::open(dir.path().join("ticks.ring"), RingOptions::new(1024, 128))?;
+/// let _registration = cachefs::otel::register_ring(&global::meter("my-service"), &ring);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "ring")]
+pub fn register_ring(meter: &Meter, ring: &crate::ring::RingBuffer) -> Registration {
+    let telemetry = ring.telemetry();
+    let name = KeyValue::new("cache", ring.stats().name);
+    let mut counters = Vec::new();
+    let mut gauges = Vec::new();
+    let specs: [(&'static str, &'static str, PickRing); 12] = [
+        ("cachefs.ring.reads", "{record}", |s| s.reads),
+        ("cachefs.ring.hits", "{record}", |s| s.hits),
+        ("cachefs.ring.misses", "{record}", |s| s.misses),
+        ("cachefs.ring.crc_failures", "{record}", |s| s.crc_failures),
+        ("cachefs.ring.read_bytes", "By", |s| s.bytes_read),
+        ("cachefs.ring.writes", "{record}", |s| s.writes),
+        ("cachefs.ring.written_bytes", "By", |s| s.bytes_written),
+        ("cachefs.ring.stored_bytes", "By", |s| s.bytes_stored),
+        ("cachefs.ring.flushes", "{flush}", |s| s.flushes),
+        ("cachefs.ring.flush_errors", "{error}", |s| s.flush_errors),
+        ("cachefs.ring.pin_waits", "{wait}", |s| s.pin_waits),
+        ("cachefs.ring.retries", "{copy}", |s| s.retries),
+    ];
+    for (metric, unit, pick) in specs {
+        let (t, attr) = (telemetry.clone(), name.clone());
+        counters.push(
+            meter
+                .u64_observable_counter(metric)
+                .with_unit(unit)
+                .with_callback(move |o| o.observe(pick(&t.report()), std::slice::from_ref(&attr)))
+                .build(),
+        );
+    }
+    type PickGauge = fn(&crate::ring::RingStats) -> Option<u64>;
+    let gauge_specs: [(&'static str, &'static str, PickGauge); 4] = [
+        ("cachefs.ring.records", "{record}", |s| Some(s.geometry.records)),
+        ("cachefs.ring.record_size", "By", |s| Some(u64::from(s.geometry.record_size))),
+        ("cachefs.ring.latest_id", "1", |s| s.latest_id),
+        ("cachefs.ring.flushed_id", "1", |s| s.flushed_id),
+    ];
+    for (metric, unit, pick) in gauge_specs {
+        let (t, attr) = (telemetry.clone(), name.clone());
+        gauges.push(
+            meter
+                .u64_observable_gauge(metric)
+                .with_unit(unit)
+                .with_callback(move |o| {
+                    if let Some(v) = pick(&t.report()) {
+                        o.observe(v, std::slice::from_ref(&attr));
+                    }
+                })
+                .build(),
+        );
+    }
+    Registration { _counters: counters, _gauges: gauges, _latency: None }
 }

@@ -65,6 +65,15 @@ pub(crate) fn spawn_named<T: Send + 'static>(name: &str, f: impl FnOnce() -> T +
     }
 }
 
+/// Lets other threads run; a spin-wait must call it (loom only explores spin loops that yield).
+#[cfg_attr(not(feature = "ring"), allow(dead_code))]
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
+
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 #[cfg(not(loom))]

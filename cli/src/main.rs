@@ -2,6 +2,7 @@
 //!
 //! `cachefs replay TRACE...` replays cache traces through cachefs's policies, the peer caches and
 //! Belady's optimum, and prints hit ratios as Markdown tables (or JSON), optionally with an SVG chart.
+//! `cachefs ring inspect PATH` checks a ring buffer's files; `cachefs ring bench` measures the ring.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,8 +12,9 @@ use cachefs_cli::capacity::{self, Capacity, CapacityError};
 use cachefs_cli::compare::{self, memory::Counting};
 use cachefs_cli::replay::{self, Contender, UnknownContender};
 use cachefs_cli::report::{self, PlotError};
+use cachefs_cli::ring::{self as ring_cli, bench::BenchError};
 use cachefs_cli::trace::{self, TraceError};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Counts heap bytes, for `compare`'s memory table; otherwise the system allocator unchanged.
@@ -71,6 +73,49 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// The disk ring buffer (`cachefs::ring`): inspect a ring's files, or benchmark the ring.
+    Ring {
+        #[command(subcommand)]
+        command: RingCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RingCommand {
+    /// Print a ring's geometry and latest id and verify every record, with a progress bar. Opens the ring
+    /// read-only: safe while a writer is running, and changes nothing. Exit code 1 if a record is corrupt.
+    Inspect {
+        /// The ring's first file (`ring.dat`; the other shards are found from its header).
+        path: PathBuf,
+        /// How to read the files.
+        #[arg(long, value_enum, default_value_t = Mode::Pread)]
+        mode: Mode,
+    },
+    /// Measure the ring against raw file I/O of the same bytes: writes flushing every 64 records, cold and
+    /// warm sequential reads, random reads, both I/O modes, 4 KiB and 128 B records (docs/benchmarks.md).
+    Bench {
+        /// Directory for the temporary files (removed afterwards).
+        #[arg(long, default_value = "target/ring-bench")]
+        dir: PathBuf,
+        /// Size of each ring and baseline file, MiB.
+        #[arg(long, default_value_t = 128)]
+        mib: u64,
+        /// Record sizes, bytes, comma-separated.
+        #[arg(long, default_value = "4096,128")]
+        record_sizes: String,
+        /// A run of seconds on tiny files, for tests.
+        #[arg(long)]
+        smoke: bool,
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum Mode {
+    Mmap,
+    Pread,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,12 +136,24 @@ enum CliError {
     CellTime(f64),
     #[error("cannot create the chart's directory {path}: {source}")]
     ChartDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Ring(#[from] cachefs::ring::Error),
+    #[error(transparent)]
+    RingBench(#[from] BenchError),
+    #[error("--mib must be at least 1")]
+    Mib,
+    #[error("--record-sizes takes multiples of 8 from 32, comma-separated, got {0:?}")]
+    RecordSizes(String),
+    /// Reported already; exit code 1.
+    #[error("the ring has corrupt records")]
+    Corrupt,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Corrupt) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
@@ -137,6 +194,58 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 report::plot(&results, &path)?;
                 eprintln!("chart written to {}", path.display());
             }
+            Ok(())
+        }
+        Command::Ring { command: RingCommand::Inspect { path, mode } } => {
+            let mode = match mode {
+                Mode::Mmap => cachefs::ring::IoMode::Mmap,
+                Mode::Pread => cachefs::ring::IoMode::Pread,
+            };
+            let bar = ProgressBar::new(0).with_style(
+                ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} slots verified, eta {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let found = ring_cli::inspect(&path, mode, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            });
+            bar.finish_and_clear();
+            let found = found?;
+            print!("{}", found.text);
+            if found.clean { Ok(()) } else { Err(CliError::Corrupt) }
+        }
+        Command::Ring { command: RingCommand::Bench { dir, mib, record_sizes, smoke, json } } => {
+            if mib == 0 {
+                return Err(CliError::Mib);
+            }
+            let sizes: Vec<u32> = record_sizes
+                .split(',')
+                .map(|s| s.trim().parse().ok().filter(|&n: &u32| n >= 32 && n % 8 == 0))
+                .collect::<Option<_>>()
+                .ok_or_else(|| CliError::RecordSizes(record_sizes.clone()))?;
+            let settings = if smoke {
+                ring_cli::bench::Settings::smoke(dir)
+            } else {
+                ring_cli::bench::Settings { mib, record_sizes: sizes, ..ring_cli::bench::Settings::full(dir) }
+            };
+            let bar = ProgressBar::new_spinner();
+            let started = Instant::now();
+            let rows = ring_cli::bench::run(&settings, &|step| bar.set_message(step.to_string()));
+            bar.finish_and_clear();
+            let rows = rows?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+            } else {
+                println!(
+                    "# cachefs ring bench\n\n{} MiB per file, {} cores, median of {} alternating rounds; \
+                     MB/s = 10^6 record bytes per second.\n",
+                    settings.mib,
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    settings.rounds,
+                );
+                print!("{}", ring_cli::bench::table(&rows, settings.flush_every));
+            }
+            eprintln!("ring bench finished in {:.0} s", started.elapsed().as_secs_f64());
             Ok(())
         }
     }

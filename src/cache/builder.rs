@@ -98,7 +98,7 @@ impl<K, V, S> CacheBuilder<K, V, S> {
 
     /// The number of shards (independently locked parts), rounded up to a power of two. More shards,
     /// less contention; fewer shards, larger entries fit (each shard holds `max_capacity / shards`).
-    /// Never more shards than `max_capacity`, so that no shard has capacity 0.
+    /// Never more shards than `max_capacity` (so that no shard has capacity 0), nor than 65,536.
     /// Default: four per available core, but no more than one per 64 units of capacity, so that a small
     /// cache is not split into shards too small to be useful.
     pub fn shards(mut self, shards: usize) -> Self {
@@ -206,6 +206,9 @@ fn default_hasher() -> ahash::RandomState {
     }
 }
 
+/// Most shards a cache is split into, whatever is requested.
+pub(crate) const MAX_SHARDS: usize = 1 << 16;
+
 /// The default shard count for `capacity`: [`default_shards`], at most one per 64 units of capacity.
 pub(crate) fn default_shards_for(capacity: u64) -> usize {
     let by_capacity = usize::try_from(capacity / 64).unwrap_or(usize::MAX).max(1);
@@ -215,7 +218,8 @@ pub(crate) fn default_shards_for(capacity: u64) -> usize {
 /// Shard count actually used: `requested` rounded *up* to a power of two, then lowered to the largest
 /// power of two not above the capacity if it exceeds it (each shard gets at least 1).
 pub(crate) fn effective_shards(requested: usize, capacity: u64) -> usize {
-    let requested = requested.max(1).next_power_of_two();
+    // Capped first, so that rounding up cannot overflow (a request above 2^16 shards is never useful).
+    let requested = requested.clamp(1, MAX_SHARDS).next_power_of_two();
     if capacity >= requested as u64 {
         return requested;
     }
@@ -241,6 +245,8 @@ mod tests {
         assert_eq!(effective_shards(8, 5), 4);
         assert_eq!(effective_shards(8, 1), 1);
         assert_eq!(effective_shards(8, 0), 1);
+        assert_eq!(effective_shards(usize::MAX, u64::MAX), MAX_SHARDS, "huge requests are capped");
+        assert_eq!(effective_shards(usize::MAX / 2 + 2, 10), 8);
         assert!(default_shards().is_power_of_two());
         assert_eq!(default_shards_for(10), 1);
         assert_eq!(default_shards_for(200), 2);

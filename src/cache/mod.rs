@@ -489,34 +489,54 @@ where
         f: impl FnOnce(&mut Shard<K, V>, Option<u64>, &mut Removals, &Guard) -> R,
     ) -> R {
         let guard = crossbeam_epoch::pin();
+        let (result, out, heavy) = self.write_with(locked, needs_clock, flush, &guard, f);
+        self.announce(&locked.store, &out, heavy, &guard);
+        result
+    }
+
+    /// Announces departures and, if they were heavy, lets the epoch collect; with no lock held, under the
+    /// guard their write ran under.
+    fn announce(&self, store: &Store<K, V>, out: &Removals, heavy: bool, guard: &Guard) {
+        self.notify(store, out, guard);
+        if heavy {
+            // Large departed values: move them to the epoch's global queue and collect now, with no lock
+            // held (collecting runs deferred drops), rather than at this thread's next 128th pin.
+            guard.flush();
+        }
+    }
+
+    /// The body of [`write_then`](Self::write_then), under the caller's `guard` (pinned before any lock),
+    /// handing back the departures, still readable under `guard`, for the caller to announce.
+    fn write_with<R>(
+        &self,
+        locked: &LockedShard<K, V>,
+        needs_clock: bool,
+        flush: bool,
+        guard: &Guard,
+        f: impl FnOnce(&mut Shard<K, V>, Option<u64>, &mut Removals, &Guard) -> R,
+    ) -> (R, Removals, bool) {
         let mut out = Removals::new();
         let heavy;
         let result = {
-            let mut shard = locked.lock(&guard);
+            let mut shard = locked.lock(guard);
             locked.reads.drain(|i, g| shard.record_read(i, g));
             let now = (needs_clock || self.inner.expiring || shard.has_timers()).then(|| self.inner.clock.now());
             if let Some(now) = now {
-                shard.expire(now, &mut out, &guard);
+                shard.expire(now, &mut out, guard);
             }
-            let result = f(&mut shard, now, &mut out, &guard);
+            let result = f(&mut shard, now, &mut out, guard);
             if shard.observation_due() {
                 let (hits, misses) = self.inner.counters.hits_and_misses();
                 // Caffeine's sample: ten accesses per entry the cache can hold (at most 2^20 entries' worth).
                 let sample = 10 * self.len().max(shard.len() as u64 * self.inner.shards.len() as u64).min(1 << 20);
                 shard.observe(hits, misses, sample);
             }
-            heavy = shard.publish_retired(&guard, flush);
+            heavy = shard.publish_retired(guard, flush);
             locked.len.store(shard.len() as u64, Relaxed);
             locked.weight.store(shard.weight(), Relaxed);
             result
         };
-        self.notify(&locked.store, &out, &guard);
-        if heavy {
-            // Large departed values: move them to the epoch's global queue and collect now, with no lock
-            // held (collecting runs deferred drops), rather than at this thread's next 128th pin.
-            guard.flush();
-        }
-        result
+        (result, out, heavy)
     }
 
     /// Counts and announces departures; runs with no lock held, under the guard that was pinned when
@@ -657,7 +677,10 @@ where
     /// The value for `key`, loading it with `init` on a miss and storing it.
     ///
     /// Concurrent misses on one key run `init` once; the other callers wait and get its value. If `init`
-    /// panics, the panic propagates to this caller, and a waiting caller runs its own `init`.
+    /// panics, the panic propagates to this caller, and a waiting caller runs its own `init`. If the key
+    /// is inserted while `init` runs, that value is kept and returned (the load is discarded).
+    /// `init` must not call `get_with` on the same key (it would wait for itself); the eviction listener
+    /// may, as it runs after the waiters are released.
     ///
     /// ```
     /// use cachefs::Cache;
@@ -720,8 +743,18 @@ where
                     }
                     return match loaded {
                         Ok(v) => {
-                            self.insert(key, v.clone());
+                            // Stored only if the key is still absent: a value inserted while this one
+                            // loaded is newer, and is what this call returns (it takes effect after it).
+                            // The waiters are released before the departures are announced, so that a
+                            // listener may load this very key again.
+                            let guard = crossbeam_epoch::pin();
+                            let (v, departures, heavy, rejected) = self.store_loaded(locked, hash, key, v, &guard);
                             leader.settle(Some(v.clone()));
+                            self.announce(&locked.store, &departures, heavy, &guard);
+                            drop(guard);
+                            if let (Some((k, r)), Some(listener)) = (rejected, &self.inner.listener) {
+                                (listener.call)(k, r, RemovalCause::Capacity);
+                            }
                             Ok(v)
                         }
                         Err(e) => {
@@ -732,6 +765,65 @@ where
                 }
             }
         }
+    }
+
+    /// Stores a loaded `value` under `key` unless a live value is there already (stored while it loaded),
+    /// under the caller's `guard`. Returns the value the cache now answers with, the departures to
+    /// announce (readable under `guard`), whether they were heavy, and the entry handed back if it was
+    /// refused (too heavy).
+    #[allow(clippy::type_complexity)]
+    fn store_loaded(
+        &self,
+        locked: &LockedShard<K, V>,
+        hash: u64,
+        key: K,
+        value: V,
+        guard: &Guard,
+    ) -> (V, Removals, bool, Option<(K, V)>) {
+        let started = self.inner.latency.as_ref().and_then(LatencyRecorder::start);
+        let weight = self.weigh(&key, &value);
+        let ttl = self.inner.ttl;
+        let loaded = value.clone();
+        let ((present, handed_back), out, heavy) =
+            self.write_with(locked, false, false, guard, |shard, now, out, guard| {
+                // `write_with` reclaimed what had expired by `now`: whatever is found is live.
+                if let Some(idx) = shard.find(hash, &key, guard) {
+                    return (Some(idx), None);
+                }
+                let expires_at = match (ttl, now) {
+                    (Some(ttl), Some(now)) => deadline_after(now, ttl),
+                    _ => NEVER,
+                };
+                match shard.insert(key, value, hash, weight, expires_at, now, out, guard) {
+                    Inserted::Rejected(k, v) => {
+                        self.inner.counters.add(Counter::Rejection, 1);
+                        (None, Some(Err((k, v))))
+                    }
+                    Inserted::Updated(k) => {
+                        self.inner.counters.add(Counter::Update, 1);
+                        (None, Some(Ok(k)))
+                    }
+                    Inserted::New => {
+                        self.inner.counters.add(Counter::Insert, 1);
+                        (None, None)
+                    }
+                }
+            });
+        if let Some(started) = started {
+            self.record_latency(observe::INSERT, started);
+        }
+        let v = match present {
+            // SAFETY: found occupied under `guard`, pinned before the lock: even if it has been retired
+            // since, it is not reclaimed while `guard` lives.
+            Some(idx) => unsafe { locked.store.slot_entry(idx) }.value.clone(),
+            None => loaded,
+        };
+        // A duplicate key handed back is dropped here, outside the lock.
+        let rejected = match handed_back {
+            Some(Err(kv)) => Some(kv),
+            _ => None,
+        };
+        (v, out, heavy, rejected)
     }
 
     /// Iterates over clones of the live entries, one shard at a time: weakly consistent, each shard's

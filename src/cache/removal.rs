@@ -1,11 +1,17 @@
 //! Why an entry left the cache, and the record of one departure.
 
-/// Why an entry left the cache; given to the eviction listener and counted in [`CacheStats`](crate::CacheStats).
+/// Why an entry left the cache; given to the eviction listener and counted in
+/// [`CacheStats::removed_by_cause`](crate::CacheStats::removed_by_cause).
+///
+/// An entry refused on insert because it alone outweighs its shard is handed to the listener with
+/// [`Capacity`](Self::Capacity), but counted in [`CacheStats::rejections`](crate::CacheStats::rejections),
+/// not in `removed_by_cause`: it never arrived, so `entries = inserts + updates - departures` holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RemovalCause {
     /// Evicted by the policy to make room, or refused because it alone outweighs the capacity.
     Capacity,
-    /// Its time-to-live or time-to-idle ran out.
+    /// Its time-to-live or time-to-idle ran out. A deadline is exclusive: an entry is expired from the
+    /// instant of its deadline on (a zero TTL expires at once).
     Expired,
     /// Dropped by `invalidate`, `invalidate_if` or `invalidate_all`.
     Invalidated,

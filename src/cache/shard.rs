@@ -96,6 +96,15 @@ impl<K: Eq, V> Shard<K, V> {
         self.slab.heap_bytes()
     }
 
+    /// The slot holding `key`, if present.
+    pub(crate) fn find<Q>(&self, hash: u64, key: &Q, guard: &Guard) -> Option<u32>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.slab.find(hash, key, guard)
+    }
+
     /// Whether slot `idx` is past its deadline at `now`.
     fn is_expired(&self, idx: u32, now: u64) -> bool {
         self.slab.has_timers() && self.slab.timer(idx).is_expired(self.tti, now)

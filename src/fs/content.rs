@@ -49,6 +49,28 @@ pub(crate) fn weight(key_len: usize, len: usize) -> u64 {
     (content + allocation(16 + key_len) + ENTRY_OVERHEAD) as u64
 }
 
+/// Written data smaller than this is always copied into an allocation of its own length.
+const COPY_BELOW: usize = 64 << 10;
+
+/// `data` as the cache should hold it: an allocation of its own length, so that the budget (which
+/// counts the length) counts what is held. A `Bytes` that keeps spare capacity (one built from a `Vec`
+/// that grew) is copied; so is anything under 64 KiB (a copy costs less than the doubt). A larger `Bytes`
+/// shared with the caller is kept as given: the caller holds that memory too.
+pub(crate) fn compact(data: Bytes) -> Bytes {
+    if data.len() < COPY_BELOW {
+        return match data.try_into_mut() {
+            Ok(m) if m.capacity() == m.len() => m.freeze(),
+            Ok(m) => Bytes::copy_from_slice(&m),
+            Err(shared) => Bytes::copy_from_slice(&shared),
+        };
+    }
+    match data.try_into_mut() {
+        Ok(m) if m.capacity() > m.len() + m.len() / 8 => Bytes::copy_from_slice(&m),
+        Ok(m) => m.freeze(),
+        Err(shared) => shared,
+    }
+}
+
 /// Whether a read of `len` bytes is filled into a pooled buffer.
 fn pooled(len: usize) -> bool {
     len >= POOL_MIN && len >= BufferPool::bucket_size(len) / 4 * 3
@@ -309,6 +331,26 @@ mod tests {
         drop(odd);
         assert_eq!(c.pool.idle_bytes(), 1 << 20, "a 600 KiB read would waste 40% of a 1 MiB buffer");
         assert!(c.fill(5, |_| Err(Error::NotFound { path: "x".into() })).is_err());
+    }
+
+    #[test]
+    fn written_data_is_held_without_spare_capacity() {
+        let mut v = Vec::with_capacity(64 << 10);
+        v.extend_from_slice(&[1; 100]);
+        let compacted = compact(Bytes::from(v));
+        assert_eq!(compacted.len(), 100);
+        assert_eq!(compacted.try_into_mut().map(|m| m.capacity()).ok(), Some(100), "an exact copy");
+        let big = Bytes::from(vec![2u8; 1 << 20]);
+        let ptr = big.as_ptr();
+        assert_eq!(compact(big).as_ptr(), ptr, "an exact large buffer is kept, not copied");
+        let mut grown = Vec::with_capacity(4 << 20);
+        grown.extend_from_slice(&[3; 1 << 20]);
+        let grown = compact(Bytes::from(grown));
+        assert_eq!(grown.try_into_mut().map(|m| m.capacity()).ok(), Some(1 << 20));
+        let shared = Bytes::from(vec![4u8; 1 << 20]);
+        let keep = shared.clone();
+        assert_eq!(compact(shared).as_ptr(), keep.as_ptr(), "shared with the caller: kept");
+        assert_eq!(&compact(Bytes::from_static(b"static"))[..], b"static");
     }
 
     #[test]

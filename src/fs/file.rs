@@ -172,8 +172,10 @@ impl std::fmt::Debug for FileWriter<'_> {
 
 impl FileWriter<'_> {
     /// Stores the content (see [`FileWriter`]). [`Error::Flush`] means the content was stored (it is
-    /// dirty and will be retried) but could not be written to the backend yet; any other error means
-    /// nothing was stored and the old content stays.
+    /// dirty and will be retried) but could not be written to the backend yet. Any other error means this
+    /// layer did not store it; a streamed file whose backend commit failed *after* taking effect (say,
+    /// the directory fsync failed) may nonetheless be on the backend, and reads then return what the
+    /// backend holds (cached copies are dropped on every failure).
     pub fn close(mut self) -> Result<(), Error> {
         if let Some(reason) = self.failed.take() {
             return Err(Error::WriterFailed { path: std::mem::take(&mut self.path), reason });

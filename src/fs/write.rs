@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::content;
 use super::path::{self, checked, checked_dir};
 use super::stats::Count;
 use super::{CacheFs, Error, Inner, Metadata, OP_WRITE, WriteMode};
@@ -87,7 +88,8 @@ impl CacheFs {
     }
 
     /// Removes directory `dir` and every file below it (`""`: every file) from the backend, the dirty set
-    /// and the cache. Returns how many files went. Every path is locked meanwhile, so no flush can bring
+    /// and the cache; a `dir` that names a file removes that file, as `rm -r` does. Returns how many files
+    /// went. Every path is locked meanwhile, so no flush can bring
     /// a file back. If the backend fails part-way, dirty data is kept (it is flushed later) and everything
     /// else held or cached below `dir` is dropped (some may be gone from the backend).
     pub fn remove_all(&self, dir: impl AsRef<Path>) -> Result<u64, Error> {
@@ -119,6 +121,7 @@ impl Inner {
     /// Stores `data` as `key`'s content in the configured mode (see [`CacheFs::write`]).
     pub(crate) fn write(&self, key: &str, data: Bytes) -> Result<(), Error> {
         let started = self.start();
+        let data = content::compact(data);
         let len = data.len() as u64;
         let result = match self.mode {
             WriteMode::WriteBack { .. } => self.write_back_write(key, data),
@@ -144,12 +147,17 @@ impl Inner {
         result
     }
 
-    /// Acknowledges a write-back write: checked against the backend and the pending writes, within the
-    /// dirty budget, then held dirty and cached.
+    /// Acknowledges a write-back write: within the dirty budget, checked against the pending writes and
+    /// then the backend, then held dirty and cached.
     fn write_back_write(&self, key: &str, data: Bytes) -> Result<(), Error> {
         let len = data.len() as u64;
-        self.backend.check(key)?;
+        // Claimed first, checked second: a conflicting write holds its claim until its flush has
+        // changed the backend, so either this claim sees that one, or this check sees the backend after it.
         self.write_back.reserve(key, len, &self.counters)?;
+        if let Err(e) = self.backend.check(key) {
+            self.write_back.unreserve(key, len);
+            return Err(e);
+        }
         let mut guard = self.locks.lock(key);
         let mut slot = guard.slot();
         self.forget(&mut slot, true);

@@ -9,10 +9,11 @@
 //! condition variables hang off it: `freed` wakes writers waiting for room, `work` wakes the flusher early
 //! (room needed, or shutdown).
 //!
-//! A write is acknowledged only if a flush could complete it: the backend's check passed (the caller runs
-//! it), and no pending write makes the path a directory or its parent a file ([`Claims`]). Each pending
-//! write holds a claim and its bytes from reservation until its data is written, replaced by a newer
-//! write, or discarded.
+//! A write is acknowledged only if a flush could complete it: no pending write makes the path a directory
+//! or its parent a file ([`Claims`]), and then the backend's check passes (the caller runs it after
+//! reserving, so that a conflicting write, which holds its claim until its flush has changed the backend,
+//! is seen either here or there). Each pending write holds a claim and its bytes from reservation until
+//! its data is written, replaced by a newer write, or discarded.
 //!
 //! A flush writes a file with its path locked, so a newer write to the same file waits for it and cannot
 //! be overtaken, and two flushes of one file never race. A failed write leaves the file dirty with an
@@ -182,6 +183,15 @@ impl WriteBack {
         l.claims.add(path);
         l.bytes += len;
         Ok(())
+    }
+
+    /// Gives back a reservation that did not become dirty data (its write was refused after all).
+    pub(crate) fn unreserve(&self, path: &str, len: u64) {
+        let mut l = self.ledger.lock();
+        l.bytes = l.bytes.saturating_sub(len);
+        l.claims.remove(path);
+        drop(l);
+        self.freed.notify_all();
     }
 
     /// Whether `len` more bytes would exceed the budget (never when nothing is dirty, or at shutdown).

@@ -108,7 +108,8 @@ impl Backend for MemBackend {
         let dir = Self::dir(dir)?;
         let mut files = self.files.write();
         let before = files.len();
-        files.retain(|k, _| !is_within(k, &dir) || *k == dir);
+        // `dir` itself goes too when it names a file, as `rm -r` would.
+        files.retain(|k, _| !is_within(k, &dir));
         Ok((before - files.len()) as u64)
     }
 

@@ -54,7 +54,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes one file.
     fn remove(&self, path: &str) -> Result<(), Error>;
     /// Removes directory `dir` and everything below it (`""`: everything under the root, not the root
-    /// itself); returns how many files went. A missing `dir` removes nothing.
+    /// itself); returns how many files went. A missing `dir` removes nothing; a `dir` that is a file is
+    /// removed (one file), as `rm -r` does.
     fn remove_all(&self, dir: &str) -> Result<u64, Error>;
     /// Moves a file, replacing any file at `to`.
     fn rename(&self, from: &str, to: &str) -> Result<(), Error>;

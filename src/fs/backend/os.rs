@@ -349,8 +349,16 @@ impl Backend for OsBackend {
     }
 
     fn remove_all(&self, dir: &str) -> Result<u64, Error> {
-        let files = self.list(dir)?.len() as u64;
         let at = self.resolve(dir, true)?;
+        // A file is removed as `rm -r` would (one file); a symlink is removed, not followed.
+        if let Ok(m) = fs::symlink_metadata(&at)
+            && !m.is_dir()
+            && at != self.root
+        {
+            fs::remove_file(&at).map_err(|e| Error::io(dir, e))?;
+            return Ok(u64::from(m.is_file()));
+        }
+        let files = self.list(dir)?.len() as u64;
         if at == self.root {
             for (path, kind) in read_dir(&at, dir)? {
                 let r = if kind.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
@@ -358,8 +366,7 @@ impl Backend for OsBackend {
             }
         } else {
             match fs::symlink_metadata(&at) {
-                Ok(m) if m.is_dir() => fs::remove_dir_all(&at).map_err(|e| Error::io(dir, e))?,
-                Ok(_) => return Err(Error::NotAFile { path: dir.to_string() }),
+                Ok(_) => fs::remove_dir_all(&at).map_err(|e| Error::io(dir, e))?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
                 Err(e) => return Err(Error::io(dir, e)),
             }
@@ -495,6 +502,9 @@ mod tests {
         assert!(b.stat("a/b/c.bin").unwrap_err().is_not_found());
         assert!(b.rename("nope", "e").unwrap_err().is_not_found());
         assert_eq!(b.remove_all("a").unwrap(), 0);
+        b.write("lone", b"x").unwrap();
+        assert_eq!(b.remove_all("lone").unwrap(), 1, "a file is removed, as rm -r does");
+        assert!(b.stat("lone").unwrap_err().is_not_found());
         assert_eq!(b.remove_all("missing").unwrap(), 0);
         assert_eq!(b.remove_all("").unwrap(), 1);
         assert!(dir.path().exists());
