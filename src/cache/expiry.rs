@@ -42,6 +42,7 @@ impl TimerWheel {
         TimerWheel { buckets: Vec::new(), occupied: [0; LEVELS], now, len: 0, refile: Vec::new() }
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }

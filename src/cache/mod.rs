@@ -34,6 +34,7 @@
 
 mod batch;
 mod builder;
+mod config;
 mod entry;
 mod expiry;
 mod index;
@@ -69,6 +70,7 @@ use crossbeam_epoch::Guard;
 use crate::clock::{Clock, NEVER, deadline_after};
 use crate::latency::LatencyRecorder;
 use crate::sync::{Arc, AtomicU64, Mutex, MutexGuard, Ordering::Relaxed};
+use config::{Config, LiveConfig};
 use loader::{Flights, Joined};
 use read_buffer::{Pushed, ReadBuffer};
 use removal::Removals;
@@ -124,18 +126,14 @@ struct Inner<K, V, S> {
     shard_mask: u64,
     hasher: S,
     clock: Clock,
-    ttl: Option<Duration>,
-    /// True when a TTL or time-to-idle is configured: every write must consult the clock.
-    expiring: bool,
-    /// Time-to-idle in clock nanoseconds (readers need it to judge expiry).
-    tti: Option<u64>,
+    /// Capacity, TTL and time-to-idle: changeable while the cache runs.
+    config: LiveConfig,
     /// W-TinyLFU: reads are marks on the entry, not records in the read buffer.
     marks_reads: bool,
     weigher: Option<Weigher<K, V>>,
     listener: Option<Listener<K, V>>,
     counters: Counters,
     policy: Policy,
-    capacity: u64,
     name: String,
     latency: Option<LatencyRecorder>,
 }
@@ -193,7 +191,7 @@ impl<K, V, S> fmt::Debug for Cache<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("policy", &self.inner.policy)
-            .field("capacity", &self.inner.capacity)
+            .field("capacity", &self.capacity())
             .field("shards", &self.inner.shards.len())
             .field("entries", &self.len())
             .field("weighted_size", &self.weighted_size())
@@ -234,7 +232,7 @@ impl<K, V, S> Cache<K, V, S> {
 
     /// The maximum weighted size.
     pub fn capacity(&self) -> u64 {
-        self.inner.capacity
+        self.inner.config.load().capacity
     }
 
     /// The eviction policy.
@@ -282,15 +280,12 @@ impl<K: Eq, V, S> Cache<K, V, S> {
                 shards,
                 hasher: b.hasher,
                 clock: b.clock,
-                ttl: b.ttl,
-                expiring: b.ttl.is_some() || b.tti.is_some(),
-                tti,
+                config: LiveConfig::new(Config { capacity: b.max_capacity, ttl: b.ttl, tti }),
                 marks_reads: b.policy == Policy::Hybrid,
                 weigher: b.weigher,
                 listener: b.listener,
                 counters: Counters::new(stripes),
                 policy: b.policy,
-                capacity: b.max_capacity,
                 name: b.name,
                 latency: b.latency.map(|c| LatencyRecorder::new(observe::OPS, c)),
             }),
@@ -340,7 +335,7 @@ where
     /// ```
     pub fn room_for<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
         let i = self.shard_index(self.hash(key));
-        let capacity = builder::shard_capacity(self.inner.capacity, self.inner.shards.len(), i);
+        let capacity = builder::shard_capacity(self.capacity(), self.inner.shards.len(), i);
         capacity.saturating_sub(self.inner.shards[i].weight.load(Relaxed))
     }
 
@@ -375,16 +370,17 @@ where
         let guard = crossbeam_epoch::pin();
         let store = &self.shard(hash).store;
         store.find(hash, key, &guard).is_some_and(|found| match self.deadline_check(store, found.idx) {
-            Some(timer) => !timer.is_expired(self.inner.tti, self.inner.clock.now()),
+            Some((timer, tti)) => !timer.is_expired(tti, self.inner.clock.now()),
             None => true,
         })
     }
 
-    /// Slot `idx`'s timer, if its entry may expire.
+    /// Slot `idx`'s timer, if its entry may expire (with the time-to-idle in force).
     #[inline]
-    fn deadline_check<'g>(&self, store: &'g Store<K, V>, idx: u32) -> Option<&'g entry::Timer> {
+    fn deadline_check<'g>(&self, store: &'g Store<K, V>, idx: u32) -> Option<(&'g entry::Timer, Option<u64>)> {
         let timer = store.timer(idx)?;
-        (self.inner.tti.is_some() || timer.expires_at() != NEVER).then_some(timer)
+        let tti = self.inner.config.load().tti;
+        (tti.is_some() || timer.expires_at() != NEVER).then_some((timer, tti))
     }
 
     /// The lookup behind `get`, without counting. An expired entry found on the way is reclaimed (which
@@ -430,9 +426,9 @@ where
         Q: Eq + ?Sized,
     {
         let Some(found) = store.find(hash, key, guard) else { return Read::Miss };
-        if let Some(timer) = self.deadline_check(store, found.idx) {
+        if let Some((timer, tti)) = self.deadline_check(store, found.idx) {
             let now = self.inner.clock.now();
-            if timer.is_expired(self.inner.tti, now) {
+            if timer.is_expired(tti, now) {
                 return Read::Expired;
             }
             timer.touch(now);
@@ -520,7 +516,8 @@ where
         let result = {
             let mut shard = locked.lock(guard);
             locked.reads.drain(|i, g| shard.record_read(i, g));
-            let now = (needs_clock || self.inner.expiring || shard.has_timers()).then(|| self.inner.clock.now());
+            let expiring = self.inner.config.load().expiring();
+            let now = (needs_clock || expiring || shard.has_timers()).then(|| self.inner.clock.now());
             if let Some(now) = now {
                 shard.expire(now, &mut out, guard);
             }
@@ -573,7 +570,8 @@ where
     /// Stores `value` under `key`, replacing any previous value (the listener sees the old one as
     /// [`RemovalCause::Replaced`]). The entry expires after the cache's TTL, if one is set.
     pub fn insert(&self, key: K, value: V) {
-        self.insert_inner(key, value, self.inner.ttl, false);
+        let ttl = self.inner.config.load().ttl;
+        self.insert_inner(key, value, ttl, false);
     }
 
     /// Like [`insert`](Self::insert), but this entry expires `ttl` from now, whatever the cache's TTL.
@@ -782,7 +780,7 @@ where
     ) -> (V, Removals, bool, Option<(K, V)>) {
         let started = self.inner.latency.as_ref().and_then(LatencyRecorder::start);
         let weight = self.weigh(&key, &value);
-        let ttl = self.inner.ttl;
+        let ttl = self.inner.config.load().ttl;
         let loaded = value.clone();
         let ((present, handed_back), out, heavy) =
             self.write_with(locked, false, false, guard, |shard, now, out, guard| {
@@ -826,6 +824,62 @@ where
         (v, out, heavy, rejected)
     }
 
+    /// Changes the maximum weighted size while the cache runs. Shrinking evicts, shard by shard, down to
+    /// the new capacity (the listener sees [`RemovalCause::Capacity`]); growing makes room at once. The
+    /// shard count stays as built: each shard holds its share of the new capacity (a capacity below the
+    /// shard count leaves some shards with none).
+    ///
+    /// ```
+    /// use cachefs::Cache;
+    ///
+    /// let cache: Cache<u32, u32> = Cache::builder().max_capacity(100).build();
+    /// for k in 0..100 {
+    ///     cache.insert(k, k);
+    /// }
+    /// cache.set_max_capacity(10);
+    /// assert!(cache.weighted_size() <= 10);
+    /// ```
+    pub fn set_max_capacity(&self, capacity: u64) {
+        let changing = self.inner.config.change();
+        self.inner.config.publish(&changing, |c| c.capacity = capacity);
+        let shards = self.inner.shards.len();
+        for (i, locked) in self.inner.shards.iter().enumerate() {
+            let share = builder::shard_capacity(capacity, shards, i);
+            self.write_then(locked, false, true, |shard, _, out, guard| shard.set_capacity(share, out, guard));
+        }
+    }
+
+    /// Changes the time-to-live of entries inserted from now on (`None`: no TTL). Entries already held
+    /// keep the deadline they were given.
+    pub fn set_time_to_live(&self, ttl: Option<Duration>) {
+        let changing = self.inner.config.change();
+        self.inner.config.publish(&changing, |c| c.ttl = ttl);
+    }
+
+    /// Changes the time-to-idle (`None`: none) of every entry, held or future: an entry expires once it
+    /// has not been read for `tti`. Reads judge by the new setting at once; each shard re-files its
+    /// entries' deadlines before this returns. Turning it on counts every held entry as read now.
+    pub fn set_time_to_idle(&self, tti: Option<Duration>) {
+        let nanos = tti.map(|d| u64::try_from(d.as_nanos()).unwrap_or(NEVER));
+        let changing = self.inner.config.change();
+        self.inner.config.publish(&changing, |c| c.tti = nanos);
+        for locked in self.inner.shards.iter() {
+            self.write(locked, true, |shard, now, _, _| shard.set_tti(nanos, now.unwrap_or(0)));
+        }
+    }
+
+    /// Changes how often latency is sampled (see [`LatencyConfig`](crate::LatencyConfig)). Returns false,
+    /// changing nothing, if the cache was built without latency recording.
+    pub fn set_latency_sampling(&self, config: crate::LatencyConfig) -> bool {
+        match &self.inner.latency {
+            Some(l) => {
+                l.set_sample_every(config);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Iterates over clones of the live entries, one shard at a time: weakly consistent, each shard's
     /// part is a snapshot taken under its lock.
     pub fn iter(&self) -> Iter<'_, K, V, S>
@@ -843,7 +897,7 @@ where
         let locked = self.inner.shards.get(index)?;
         let guard = crossbeam_epoch::pin();
         let shard = locked.lock(&guard);
-        let now = (self.inner.expiring || shard.has_timers()).then(|| self.inner.clock.now());
+        let now = (self.inner.config.load().expiring() || shard.has_timers()).then(|| self.inner.clock.now());
         Some(shard.snapshot(now))
     }
 
@@ -865,6 +919,6 @@ where
             shard.validate(&guard);
             total += shard.capacity();
         }
-        assert_eq!(total, self.inner.capacity, "shard capacities add up to the cache's");
+        assert_eq!(total, self.capacity(), "shard capacities add up to the cache's");
     }
 }

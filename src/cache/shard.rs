@@ -86,9 +86,10 @@ impl<K: Eq, V> Shard<K, V> {
         self.capacity
     }
 
-    /// Whether some entry has a deadline, so that writes must consult the clock.
+    /// Whether writes must consult the clock: the shard keeps timers (some entry had a deadline, or
+    /// there is a time-to-idle), whose start times need it.
     pub(crate) fn has_timers(&self) -> bool {
-        !self.wheel.is_empty()
+        self.slab.has_timers()
     }
 
     /// Heap bytes of the shard's storage (slots, timers, index).
@@ -282,6 +283,33 @@ impl<K: Eq, V> Shard<K, V> {
         out.reserve(doomed.len());
         for idx in doomed {
             out.push(self.remove_at(idx, cause, guard));
+        }
+    }
+
+    /// Changes the shard's capacity, evicting down to it (departures in `out`).
+    pub(crate) fn set_capacity(&mut self, capacity: u64, out: &mut Removals, guard: &Guard) {
+        self.capacity = capacity;
+        self.policy.set_capacity(&mut self.slab, capacity);
+        self.evict_to_fit(out, guard);
+    }
+
+    /// Changes the time-to-idle (nanoseconds) and files every entry under its new deadline. Turned on at
+    /// `now`, it counts every held entry as read at `now` (their reads were not being timed).
+    pub(crate) fn set_tti(&mut self, tti: Option<u64>, now: u64) {
+        let starting = self.tti.is_none() && tti.is_some();
+        self.tti = tti;
+        if tti.is_some() {
+            self.slab.enable_timers();
+        }
+        if !self.slab.has_timers() {
+            return;
+        }
+        let slots: Vec<u32> = self.slab.iter().map(|(i, _)| i).collect();
+        for idx in slots {
+            if starting {
+                self.slab.timer(idx).touch(now);
+            }
+            self.file_timer(idx);
         }
     }
 

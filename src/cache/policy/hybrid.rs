@@ -101,6 +101,15 @@ impl Hybrid {
         self.protected_max = self.main_max / 5 * 4;
     }
 
+    /// The shard's capacity changed: the window keeps its share of it, the climber starts over, and
+    /// protected demotes what no longer fits (the caller then evicts down to the new capacity).
+    pub(crate) fn set_capacity<K, V>(&mut self, slab: &mut Slab<K, V>, capacity: u64) {
+        let share = self.window_max as f64 / self.capacity.max(1) as f64;
+        self.capacity = capacity;
+        self.climber.restart(capacity);
+        self.resize_window(slab, (capacity as f64 * share).round() as u64);
+    }
+
     /// Feeds the climber the cache-wide hit and miss counts; at the end of a sample of `sample`
     /// accesses (Caffeine's: ten per entry of the cache), moves the window as the climber says.
     pub(crate) fn observe<K, V>(&mut self, slab: &mut Slab<K, V>, hits: u64, misses: u64, sample: u64) {

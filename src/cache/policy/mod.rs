@@ -115,6 +115,13 @@ impl PolicyState {
         }
     }
 
+    /// The shard's capacity is now `capacity` (the caller evicts down to it).
+    pub(crate) fn set_capacity<K, V>(&mut self, slab: &mut Slab<K, V>, capacity: u64) {
+        if let PolicyState::Hybrid(p) = self {
+            p.set_capacity(slab, capacity);
+        }
+    }
+
     /// The cache-wide hit and miss counts, for policies that adapt to them.
     pub(crate) fn observe<K, V>(&mut self, slab: &mut Slab<K, V>, hits: u64, misses: u64, sample: u64) {
         if let PolicyState::Hybrid(p) = self {

@@ -413,3 +413,53 @@ fn every_key_and_value_is_dropped_exactly_once() {
         assert_eq!(LIVE.load(SeqCst), 0, "{policy:?}: keys and values alive after the cache was dropped");
     }
 }
+
+#[test]
+fn capacity_ttl_tti_and_sampling_change_while_running() {
+    for policy in POLICIES {
+        let (b, log) = logging(Cache::builder().max_capacity(100).policy(policy));
+        let cache = b.build();
+        for k in 0..100u32 {
+            cache.insert(k, k);
+        }
+        cache.set_max_capacity(10);
+        assert!(cache.weighted_size() <= 10, "{policy:?}: {}", cache.weighted_size());
+        assert_eq!(cache.capacity(), 10);
+        let evicted = log.lock().unwrap().iter().filter(|e| e.2 == RemovalCause::Capacity).count() as u64;
+        assert_eq!(evicted, 100 - cache.len(), "{policy:?}: shrinking evicts, cause Capacity");
+        cache.set_max_capacity(1_000);
+        for k in 100..600u32 {
+            cache.insert(k, k);
+        }
+        assert!(cache.len() > 400, "{policy:?}: growing makes room ({})", cache.len());
+        cache.validate();
+    }
+    let clock = ManualClock::new();
+    let cache: Cache<u32, u32> = Cache::builder().max_capacity(100).clock(clock.clone()).build();
+    cache.insert(1, 1);
+    cache.set_time_to_live(Some(Duration::from_secs(10)));
+    cache.insert(2, 2);
+    clock.advance(Duration::from_secs(11));
+    assert_eq!((cache.get(&1), cache.get(&2)), (Some(1), None), "the TTL applies to later inserts only");
+    cache.set_time_to_live(None);
+    cache.insert(3, 3);
+    cache.set_time_to_idle(Some(Duration::from_secs(5)));
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(cache.get(&3), Some(3), "read within the idle time");
+    clock.advance(Duration::from_secs(4));
+    assert_eq!(cache.get(&1), None, "idle for 7 s: expired");
+    assert_eq!(cache.get(&3), Some(3), "read 4 s ago");
+    cache.set_time_to_idle(None);
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(cache.get(&3), Some(3), "no idle limit any more");
+    cache.validate();
+    assert!(!cache.set_latency_sampling(crate::LatencyConfig { sample_every: 1 }), "built without recording");
+    let timed: Cache<u32, u32> = Cache::builder().latency(crate::LatencyConfig { sample_every: 1_000_000 }).build();
+    timed.insert(1, 1);
+    assert!(timed.set_latency_sampling(crate::LatencyConfig { sample_every: 1 }));
+    for _ in 0..10 {
+        timed.get(&1);
+    }
+    let hits = timed.latency().into_iter().find(|l| l.op == "get_hit").map_or(0, |l| l.count);
+    assert!(hits >= 9, "every read timed after the change: {hits}");
+}
