@@ -116,7 +116,7 @@ where
                 group.push(next);
             }
             let weights: Vec<u32> = group.iter().map(|(_, k, v)| self.weigh(k, v)).collect();
-            let ttl = self.inner.config.load().ttl;
+            let ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
             self.write(&self.inner.shards[index], false, |shard, now, out, guard| {
                 let expires_at = match (ttl, now) {
                     (Some(ttl), Some(now)) => deadline_after(now, ttl),

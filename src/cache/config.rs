@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::sync::{Mutex, MutexGuard};
 
 /// One version of the changeable settings.
@@ -35,18 +37,29 @@ impl Config {
 #[derive(Debug)]
 pub(crate) struct LiveConfig {
     current: ArcSwap<Config>,
+    /// Whether the current settings have a TTL or a time-to-idle: the one thing every write asks, so it
+    /// costs a plain load. Relaxed: a write racing a change may go by either setting, as if it came
+    /// before or after it. (A `std` atomic even under loom: configuration is not what the models check.)
+    expiring: AtomicBool,
     changes: Mutex<()>,
 }
 
 impl LiveConfig {
     pub(crate) fn new(config: Config) -> Self {
-        LiveConfig { current: ArcSwap::from_pointee(config), changes: Mutex::new(()) }
+        let expiring = AtomicBool::new(config.expiring());
+        LiveConfig { current: ArcSwap::from_pointee(config), expiring, changes: Mutex::new(()) }
     }
 
     /// The settings now. Lock-free.
     #[inline]
     pub(crate) fn load(&self) -> Guard<Arc<Config>> {
         self.current.load()
+    }
+
+    /// Whether entries may expire (a TTL or time-to-idle is set), without loading the settings.
+    #[inline]
+    pub(crate) fn expiring(&self) -> bool {
+        self.expiring.load(Ordering::Relaxed)
     }
 
     /// Starts a change: holds the change lock until the returned guard drops.
@@ -60,6 +73,7 @@ impl LiveConfig {
         f(&mut next);
         let next = Arc::new(next);
         self.current.store(Arc::clone(&next));
+        self.expiring.store(next.expiring(), Ordering::Relaxed);
         next
     }
 }
@@ -71,11 +85,11 @@ mod tests {
     #[test]
     fn changes_publish_whole_settings() {
         let live = LiveConfig::new(Config { capacity: 10, ttl: None, tti: None });
-        assert!(!live.load().expiring());
+        assert!(!live.load().expiring() && !live.expiring());
         let lock = live.change();
         let next = live.publish(&lock, |c| c.ttl = Some(Duration::from_secs(1)));
         assert_eq!(next.capacity, 10);
-        assert!(live.load().expiring());
+        assert!(live.load().expiring() && live.expiring());
         live.publish(&lock, |c| c.capacity = 3);
         assert_eq!(**live.load(), Config { capacity: 3, ttl: Some(Duration::from_secs(1)), tti: None });
     }

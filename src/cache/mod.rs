@@ -516,7 +516,7 @@ where
         let result = {
             let mut shard = locked.lock(guard);
             locked.reads.drain(|i, g| shard.record_read(i, g));
-            let expiring = self.inner.config.load().expiring();
+            let expiring = self.inner.config.expiring();
             let now = (needs_clock || expiring || shard.has_timers()).then(|| self.inner.clock.now());
             if let Some(now) = now {
                 shard.expire(now, &mut out, guard);
@@ -540,15 +540,11 @@ where
     /// the slots were retired (so they are still readable).
     fn notify(&self, store: &Store<K, V>, removals: &Removals, _retired_under: &Guard) {
         let Some(listener) = &self.inner.listener else {
-            // No listener: count by cause, one counter update per cause.
-            let mut by_cause = [0u64; RemovalCause::ALL.len()];
-            for r in removals {
-                by_cause[r.cause.index()] += 1;
-            }
-            for (cause, n) in RemovalCause::ALL.into_iter().zip(by_cause) {
-                if n > 0 {
-                    self.inner.counters.removed(cause, n);
-                }
+            // No listener: count by cause, one counter update per run of equal causes (a write's
+            // departures are nearly always one cause).
+            let mut runs = removals.chunk_by(|a, b| a.cause == b.cause);
+            for run in &mut runs {
+                self.inner.counters.removed(run[0].cause, run.len() as u64);
             }
             return;
         };
@@ -570,7 +566,7 @@ where
     /// Stores `value` under `key`, replacing any previous value (the listener sees the old one as
     /// [`RemovalCause::Replaced`]). The entry expires after the cache's TTL, if one is set.
     pub fn insert(&self, key: K, value: V) {
-        let ttl = self.inner.config.load().ttl;
+        let ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
         self.insert_inner(key, value, ttl, false);
     }
 
@@ -780,7 +776,7 @@ where
     ) -> (V, Removals, bool, Option<(K, V)>) {
         let started = self.inner.latency.as_ref().and_then(LatencyRecorder::start);
         let weight = self.weigh(&key, &value);
-        let ttl = self.inner.config.load().ttl;
+        let ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
         let loaded = value.clone();
         let ((present, handed_back), out, heavy) =
             self.write_with(locked, false, false, guard, |shard, now, out, guard| {

@@ -24,14 +24,17 @@
 //! retired with its key marked as moved, so reclamation drops only its value), and the index cell is
 //! switched to the new slot in one store. So a value a reader may be cloning is never overwritten.
 //!
-//! **What is whose.** Readers touch: the entry (read only), the mark and the timer (atomics), the slot's
-//! generation (atomic). The writer alone touches each slot's [`Meta`] and [`Wheel`] (in `UnsafeCell`s no
-//! reader references). Reclamation touches only the entries of its batch, which nobody else references
-//! any more, and the queue it hands the slots back through (a mutex).
+//! **What is whose.** The shared slots hold only what readers touch: the entry (read only), the mark and
+//! the generation (atomics); the timers' side table likewise holds only the deadline and the last access
+//! (atomics). The writer's bookkeeping for each slot, its [`Meta`] and its [`Wheel`], lives in plain
+//! vectors of the [`Slab`] (indexed like the slots, grown with them), which no reader can reach: policy
+//! work touches contiguous memory and costs no more than it did behind a lock. Reclamation touches only
+//! the entries of its batch, which nobody else references any more, and the queue it hands the slots
+//! back through (a mutex).
 //!
-//! Slots are threaded by intrusive links (in the `Meta`), so queue membership costs no allocation: one
+//! Slots are threaded by intrusive links (in the `Meta`s), so queue membership costs no allocation: one
 //! pair for the eviction policy's queues (a vacant slot's pair links it into the free list), and one in
-//! the timer side table for the timer wheel.
+//! the `Wheel`s for the timer wheel.
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -71,12 +74,11 @@ impl Link {
     pub(crate) const UNLINKED: Link = Link { prev: NIL, next: NIL };
 }
 
-/// One slot. See the module docs for who may touch what.
+/// One slot: what readers touch. (The writer's bookkeeping for the slot is in [`Slab`]'s own vectors.)
 pub(crate) struct Slot<K, V> {
     /// Initialised while the slot is occupied or retired (for a retired slot whose key moved, only the
     /// value is still owned here).
     entry: UnsafeCell<MaybeUninit<Entry<K, V>>>,
-    meta: UnsafeCell<Meta>,
     /// Reference mark (W-TinyLFU): set by readers, taken by the policy. Relaxed: it orders nothing; a mark
     /// set just as the policy takes it may count in either pass.
     pub(crate) mark: AtomicU8,
@@ -87,11 +89,9 @@ pub(crate) struct Slot<K, V> {
 }
 
 impl<K, V> Slot<K, V> {
-    fn vacant(next_free: u32) -> Self {
-        let meta = Meta { link: Link { prev: NIL, next: next_free }, ..Meta::default() };
+    fn vacant() -> Self {
         Slot {
             entry: UnsafeCell::new(MaybeUninit::uninit()),
-            meta: UnsafeCell::new(meta),
             mark: AtomicU8::new(0),
             generation: AtomicU32::new(0),
         }
@@ -116,16 +116,10 @@ impl<K, V> Slot<K, V> {
     }
 }
 
-/// A slot's timer and its place in the wheel.
+/// A slot's timer (the part readers touch; its place in the wheel is the writer's, in [`Slab`]).
+#[derive(Default)]
 struct TimerSlot {
     timer: Timer,
-    wheel: UnsafeCell<Wheel>,
-}
-
-impl Default for TimerSlot {
-    fn default() -> Self {
-        TimerSlot { timer: Timer::default(), wheel: UnsafeCell::new(Wheel::default()) }
-    }
 }
 
 /// A retired slot waiting for reclamation.
@@ -279,6 +273,10 @@ impl<K, V> Store<K, V> {
 /// The writer's side of a shard's storage (its lock held).
 pub(crate) struct Slab<K, V> {
     store: Arc<Store<K, V>>,
+    /// Each slot's bookkeeping, by index: the writer's alone, so a plain vector (as long as the slots).
+    metas: Vec<Meta>,
+    /// Each slot's place in the timer wheel, once the slab has timers (as long as the slots).
+    wheels: Vec<Wheel>,
     counts: IndexCounts,
     /// Head of the free list of vacant slots (threaded through their policy links).
     free: u32,
@@ -307,6 +305,8 @@ impl<K, V> Slab<K, V> {
         let (store, counts) = Store::new();
         Slab {
             store: Arc::new(store),
+            metas: Vec::new(),
+            wheels: Vec::new(),
             counts,
             free: NIL,
             len: 0,
@@ -334,16 +334,13 @@ impl<K, V> Slab<K, V> {
     /// Slot `idx`'s bookkeeping.
     #[inline]
     pub(crate) fn meta(&self, idx: u32) -> &Meta {
-        // SAFETY: only the writer, which holds `&self` or `&mut self` of the one `Slab`, reaches a
-        // slot's meta; `&mut self` methods hand out `&mut Meta`, so no `&Meta` is alive then.
-        self.slot(idx).meta.with(|p| unsafe { &*p })
+        &self.metas[idx as usize]
     }
 
     /// Slot `idx`'s bookkeeping, to change.
     #[inline]
     pub(crate) fn meta_mut(&mut self, idx: u32) -> &mut Meta {
-        // SAFETY: as for `meta`; `&mut self` excludes every other reference to any slot's meta.
-        self.slot(idx).meta.with_mut(|p| unsafe { &mut *p })
+        &mut self.metas[idx as usize]
     }
 
     /// Slot `idx`'s mark (see [`Slot::mark`]).
@@ -372,6 +369,7 @@ impl<K, V> Slab<K, V> {
         while self.store.timers.capacity() < self.store.slots.capacity() {
             self.store.timers.grow(|_| TimerSlot::default());
         }
+        self.wheels.resize(self.metas.len(), Wheel::default());
         // Release: readers that see `timed` see timers for every slot.
         self.store.timed.store(true, Ordering::Release);
     }
@@ -382,14 +380,14 @@ impl<K, V> Slab<K, V> {
     }
 
     /// Slot `idx`'s place in the wheel; the slab must have timers.
+    #[inline]
     pub(crate) fn wheel(&self, idx: u32) -> &Wheel {
-        // SAFETY: the wheel state is the writer's alone, like `meta`.
-        self.store.timers.at(idx).wheel.with(|p| unsafe { &*p })
+        &self.wheels[idx as usize]
     }
 
+    #[inline]
     pub(crate) fn wheel_mut(&mut self, idx: u32) -> &mut Wheel {
-        // SAFETY: as for `meta_mut`.
-        self.store.timers.at(idx).wheel.with_mut(|p| unsafe { &mut *p })
+        &mut self.wheels[idx as usize]
     }
 
     pub(crate) fn link(&self, idx: u32, lane: Lane) -> Link {
@@ -438,11 +436,19 @@ impl<K, V> Slab<K, V> {
                 // Timers first: a reader that finds a slot of the new segment finds its timer too.
                 self.store.timers.grow(|_| TimerSlot::default());
             }
-            let first = self.store.slots.grow(|_| Slot::vacant(NIL));
-            let end = u32::try_from(self.store.slots.capacity()).unwrap_or(NIL);
+            let first = self.store.slots.grow(|_| Slot::vacant());
+            let capacity = self.store.slots.capacity();
+            // Exactly as many as the slots: the vectors grow with the segments, not by doubling again.
+            self.metas.reserve_exact(capacity - self.metas.len());
+            self.metas.resize(capacity, Meta::default());
+            if self.has_timers() {
+                self.wheels.reserve_exact(capacity - self.wheels.len());
+                self.wheels.resize(capacity, Wheel::default());
+            }
+            let end = u32::try_from(capacity).unwrap_or(NIL);
             // Thread the new slots into the (empty) free list, lowest first.
-            for i in first..end.saturating_sub(1) {
-                self.meta_mut(i).link.next = i + 1;
+            for i in first..end {
+                self.meta_mut(i).link.next = if i + 1 < end { i + 1 } else { NIL };
             }
             self.free = first;
         }
@@ -569,6 +575,8 @@ impl<K, V> Slab<K, V> {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.store.slots.capacity() * std::mem::size_of::<Slot<K, V>>()
             + self.store.timers.capacity() * std::mem::size_of::<TimerSlot>()
+            + self.metas.capacity() * std::mem::size_of::<Meta>()
+            + self.wheels.capacity() * std::mem::size_of::<Wheel>()
             + self.counts.heap_bytes()
     }
 
