@@ -13,6 +13,8 @@ mod metrics;
 pub mod otel;
 mod stripe;
 mod sync;
+#[cfg(feature = "tier")]
+pub mod tier;
 
 pub use cache::{Cache, CacheBuilder, CacheStats, DEFAULT_MAX_CAPACITY, Iter, Policy, RemovalCause};
 pub use clock::ManualClock;
