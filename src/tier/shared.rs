@@ -15,9 +15,10 @@ use super::upload::UploadQueue;
 use super::{BreakerState, Digest, Error, Origin, Progress, RemoteTier, Source, TierStats};
 use crate::latency::{LatencyConfig, LatencyRecorder};
 
-/// How many times a read goes round "not on disk, fill, pin" before giving up on a blob that keeps
-/// being evicted (only a disk bound smaller than the blobs read at once makes that happen).
-const ATTEMPTS: usize = 4;
+/// How many times a read goes round "not on disk, wait for a flight, pin" before giving up on a blob
+/// that keeps being evicted by other threads (only explicit evictions or a disk bound smaller than the
+/// blobs read at once make that happen; a thread that leads a fill always gets its blob).
+const ATTEMPTS: usize = 64;
 
 #[derive(Debug)]
 pub(crate) struct RemoteSlot {
@@ -71,50 +72,78 @@ impl Shared {
     }
 
     /// Pins `d` on disk with its file open, filling it first if needed.
+    ///
+    /// The leader of a fill pins the blob before it ends its flight, and nothing removes a blob while
+    /// its flight runs, so a thread that filled a blob always reads it. A thread that waited for
+    /// another's flight pins afterwards and may find the blob evicted again (an explicit `evict`, or a
+    /// disk bound smaller than the blobs in use); it then goes round again, at most `ATTEMPTS` times.
     pub(crate) fn acquire(&self, d: &Digest, progress: Option<&dyn Fn(Progress)>) -> Result<Pinned, Error> {
         let mut source = Source::Disk;
+        let mut lookup = self.disk.pin(d);
         for _ in 0..ATTEMPTS {
-            if let Lookup::Pinned { size, verified, generation } = self.disk.pin(d) {
-                let path = self.disk.blob_path(d);
-                match File::open(&path).and_then(|f| f.metadata().map(|m| (f, m))) {
-                    Ok((file, meta)) if Fingerprint::of(&meta) == verified => {
-                        if source == Source::Disk {
-                            self.counters.add(Count::DiskHit, 1);
-                        } else {
-                            // A new blob: make room for it now that it is pinned.
-                            self.enforce_bound();
-                        }
-                        return Ok(Pinned { file, size, generation, source });
-                    }
-                    Ok(_) => {
-                        // Written to since it was verified: verify again before serving it.
-                        self.disk.unpin(d, generation);
-                        self.disk.distrust(d);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        // Deleted behind the store's back.
-                        self.disk.unpin(d, generation);
-                        self.disk.remove(d, true);
-                    }
-                    Err(e) => {
-                        self.disk.unpin(d, generation);
-                        return Err(Error::io(&path, e));
-                    }
+            if let Lookup::Pinned { size, verified, generation } = lookup {
+                if let Some(pinned) = self.open_pinned(d, size, verified, generation, source)? {
+                    return Ok(pinned);
                 }
             }
-            match self.flights.join(d) {
+            lookup = match self.flights.join(d) {
                 Role::Leader(leader) => {
                     let result = self.fill_locked(d, progress);
+                    let lookup = if result.is_ok() { self.disk.pin(d) } else { Lookup::Absent };
                     if result.is_err() {
                         self.counters.add(Count::FillError, 1);
                     }
                     leader.finish(result.as_ref().map(|_| ()).map_err(Clone::clone));
                     source = result?;
+                    lookup
                 }
-                Role::Waited(result) => result?,
-            }
+                Role::Waited(result) => {
+                    result?;
+                    self.disk.pin(d)
+                }
+            };
         }
         Err(Error::Evicted { digest: d.to_string() })
+    }
+
+    /// Opens a pinned blob and checks that its file is still the version that was verified. `None`
+    /// (pin released) when it changed or vanished: the caller fills or re-verifies it.
+    fn open_pinned(
+        &self,
+        d: &Digest,
+        size: u64,
+        verified: Fingerprint,
+        generation: u64,
+        source: Source,
+    ) -> Result<Option<Pinned>, Error> {
+        let path = self.disk.blob_path(d);
+        match File::open(&path).and_then(|f| f.metadata().map(|m| (f, m))) {
+            Ok((file, meta)) if Fingerprint::of(&meta) == verified => {
+                if source == Source::Disk {
+                    self.counters.add(Count::DiskHit, 1);
+                } else {
+                    // A new blob: make room for it now that it is pinned.
+                    self.enforce_bound();
+                }
+                Ok(Some(Pinned { file, size, generation, source }))
+            }
+            Ok(_) => {
+                // Written to since it was verified: verify again before serving it.
+                self.disk.unpin(d, generation);
+                self.disk.distrust(d);
+                Ok(None)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted behind the store's back.
+                self.disk.unpin(d, generation);
+                self.disk.remove(d, true);
+                Ok(None)
+            }
+            Err(e) => {
+                self.disk.unpin(d, generation);
+                Err(Error::io(&path, e))
+            }
+        }
     }
 
     /// Releases a pin taken by `acquire`, and evicts if the disk is over its bound.
