@@ -60,7 +60,7 @@ impl Shared {
     ) -> Result<Option<()>, Error> {
         let started = Instant::now();
         let mut temp = TempBlob::create(self.disk.dir(), d, self.disk.max_bytes())?;
-        let outcome = remote.tier.get(d, &mut BlobSink::new(&mut temp, Source::Remote, progress));
+        let outcome = remote.tier.get(d, &mut BlobSink::reporting(&mut temp, Source::Remote, progress));
         if let Some(failure) = temp.take_failure() {
             return Err(failure);
         }
@@ -136,7 +136,7 @@ impl Shared {
         let mut temp = TempBlob::create(self.disk.dir(), d, self.disk.max_bytes())?;
         let (result, received) = if self.origin_gzip {
             let mut decoder = MultiGzDecoder::new(&mut temp);
-            let mut sink = BlobSink::new(&mut decoder, Source::Origin, progress);
+            let mut sink = BlobSink::reporting(&mut decoder, Source::Origin, progress);
             let result = origin.fetch(d, &mut sink);
             let received = sink.received();
             let result = result.and_then(|()| {
@@ -144,7 +144,7 @@ impl Shared {
             });
             (result, received)
         } else {
-            let mut sink = BlobSink::new(&mut temp, Source::Origin, progress);
+            let mut sink = BlobSink::reporting(&mut temp, Source::Origin, progress);
             let result = origin.fetch(d, &mut sink);
             (result, sink.received())
         };

@@ -33,7 +33,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterConnection};
-use redis::{Client, Connection, ConnectionLike, ErrorKind, RedisError, Value};
+use redis::{Client, Connection, ConnectionLike, ErrorKind, IntoConnectionInfo, RedisError, Value};
 
 use super::{BlobSink, Digest, Error, RemoteGet, RemoteTier};
 use crate::sync::Mutex;
@@ -308,7 +308,11 @@ impl RedisTierBuilder {
             if self.urls.len() != 1 {
                 return Err(config("a single-node Redis takes one URL (use cluster_builder for a Cluster)".into()));
             }
-            Target::Single(Client::open(self.urls[0].as_str()).map_err(bad_url)?)
+            // No `CLIENT SETINFO` handshake: one round trip less, and against a server that accepts and
+            // never answers, the first request (not the handshake) is what runs into the budget.
+            let info = self.urls[0].as_str().into_connection_info().map_err(bad_url)?;
+            let settings = info.redis_settings().clone().set_skip_set_lib_name();
+            Target::Single(Client::open(info.set_redis_settings(settings)).map_err(bad_url)?)
         };
         Ok(RedisTier {
             target,
@@ -321,11 +325,11 @@ impl RedisTierBuilder {
     }
 }
 
-/// An error about the data (a key of the wrong type), not about reaching Redis.
+/// An error about the data (a key of the wrong type: the server answered with an error code such as
+/// `WRONGTYPE`), not about reaching Redis (I/O, time budget, cluster state, loading, out of memory).
 fn is_data_error(e: &RedisError) -> bool {
-    matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::UnexpectedReturnType | ErrorKind::Parse)
-        && !e.is_cluster_error()
-        && !e.is_io_error()
+    let reply = matches!(e.code(), Some(code) if !matches!(code, "LOADING" | "BUSY" | "OOM" | "MASTERDOWN" | "READONLY"));
+    (reply || e.kind() == ErrorKind::UnexpectedReturnType) && !e.is_cluster_error() && !e.is_io_error()
 }
 
 fn transport(what: &str, e: &RedisError) -> Error {

@@ -56,7 +56,24 @@ pub struct BlobSink<'a> {
 }
 
 impl<'a> BlobSink<'a> {
-    pub(crate) fn new(inner: &'a mut dyn Write, source: Source, progress: Option<&'a dyn Fn(Progress)>) -> Self {
+    /// A sink over any writer, for calling a tier directly (a tool, a test of a tier of your own).
+    ///
+    /// ```
+    /// use cachefs::tier::{BlobSink, Digest, DirOrigin, Origin};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let d = Digest::of(b"abc");
+    /// std::fs::write(dir.path().join(d.file_name()), b"abc")?;
+    /// let mut out = Vec::new();
+    /// DirOrigin::new(dir.path()).fetch(&d, &mut BlobSink::new(&mut out))?;
+    /// assert_eq!(out, b"abc");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(inner: &'a mut dyn Write) -> Self {
+        BlobSink { inner, source: Source::Origin, received: 0, total: None, progress: None }
+    }
+
+    pub(crate) fn reporting(inner: &'a mut dyn Write, source: Source, progress: Option<&'a dyn Fn(Progress)>) -> Self {
         BlobSink { inner, source, received: 0, total: None, progress }
     }
 
@@ -111,7 +128,7 @@ mod tests {
         let seen = RefCell::new(Vec::new());
         let report = |p: Progress| seen.borrow_mut().push((p.received, p.total));
         let mut out = Vec::new();
-        let mut sink = BlobSink::new(&mut out, Source::Origin, Some(&report));
+        let mut sink = BlobSink::reporting(&mut out, Source::Origin, Some(&report));
         sink.expect_len(5);
         sink.write_all(b"abc").unwrap();
         sink.write_all(b"de").unwrap();
