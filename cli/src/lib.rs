@@ -1,9 +1,10 @@
 //! The `cachefs` command's machinery, as a library so that its tests can reach it: trace loading,
 //! capacity parsing, replays of the cachefs policies, the peer caches and Belady's optimum, and the
-//! reports (Markdown, JSON, SVG).
+//! reports (Markdown, JSON, SVG); `fetch` over the tiered blob store.
 
 pub mod capacity;
 pub mod compare;
+pub mod fetch;
 pub mod peers;
 pub mod replay;
 pub mod report;
