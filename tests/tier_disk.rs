@@ -92,6 +92,10 @@ fn reads_handles_and_the_read_order() {
     let mut buf = [0u8; 100];
     assert_eq!(h.read_at(999_950, &mut buf).unwrap(), 50);
     assert_eq!(store.read_at(&d, 2_000_000, &mut buf).unwrap(), 0, "past the end reads nothing");
+    assert_eq!(store.read_at(&d, u64::MAX, &mut buf).unwrap(), 0, "however far past");
+    assert_eq!(h.read_at(u64::MAX - 1, &mut buf).unwrap(), 0);
+    h.seek(SeekFrom::Start(u64::MAX)).unwrap();
+    assert_eq!(h.read(&mut buf).unwrap(), 0);
     assert_eq!(store.stats().open_blobs, 1);
     drop(h);
     assert_eq!(store.stats().open_blobs, 0);

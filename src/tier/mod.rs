@@ -125,7 +125,7 @@ impl TieredStore {
     /// if needed); returns how many, 0 at or past the end.
     pub fn read_at(&self, digest: &Digest, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
         let pinned = self.shared.acquire(digest, None)?;
-        let result = reader::read_full_at(&pinned.file, offset, buf);
+        let result = reader::read_full_at(&pinned.file, pinned.size, offset, buf);
         self.shared.release(digest, pinned.generation);
         let n = result.map_err(|e| Error::io(&self.shared.disk.blob_path(digest), e))?;
         self.shared.counters.add(Count::BytesRead, n as u64);

@@ -56,14 +56,16 @@ impl Blob {
 
     /// Reads up to `buf.len()` bytes at `offset` without moving the position; 0 at or past the end.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let n = read_full_at(&self.file, offset, buf)?;
+        let n = read_full_at(&self.file, self.len, offset, buf)?;
         self.shared.counters.add(Count::BytesRead, n as u64);
         Ok(n)
     }
 }
 
-/// `pread` until `buf` is full or the file ends.
-pub(crate) fn read_full_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+/// `pread` until `buf` is full or the blob (`len` bytes) ends; 0 at or past the end, whatever the offset.
+pub(crate) fn read_full_at(file: &File, len: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let want = len.saturating_sub(offset).min(buf.len() as u64) as usize;
+    let buf = &mut buf[..want];
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {
@@ -78,7 +80,8 @@ pub(crate) fn read_full_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Resu
 
 impl Read for Blob {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
+        let want = self.len.saturating_sub(self.pos).min(buf.len() as u64) as usize;
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
         self.pos += n as u64;
         self.shared.counters.add(Count::BytesRead, n as u64);
         Ok(n)

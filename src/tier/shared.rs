@@ -202,7 +202,13 @@ impl Shared {
             return; // evicted (or distrusted) since it was queued: nothing to upload
         };
         let path = self.disk.blob_path(d);
-        let result = File::open(&path).map_err(|e| Error::io(&path, e)).and_then(|mut f| remote.tier.put(d, size, &mut f));
+        // The blob may have been evicted (explicitly) between the pin and the open: nothing to upload,
+        // and nothing the remote tier's breaker should hear about.
+        let Ok(mut file) = File::open(&path) else {
+            self.release(d, generation);
+            return;
+        };
+        let result = remote.tier.put(d, size, &mut file);
         self.release(d, generation);
         match result {
             Ok(()) => {
