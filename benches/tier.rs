@@ -133,7 +133,12 @@ fn redis_fills(
     };
     let tier = || RedisTier::builder(&redis.url()).chunk_size(CHUNK).build().unwrap();
     let seed_disk = tempfile::tempdir().unwrap();
-    let seeder = TieredStore::builder().disk_dir(seed_disk.path()).remote(tier()).origin(DirOrigin::new(origin)).build().unwrap();
+    let seeder = TieredStore::builder()
+        .disk_dir(seed_disk.path())
+        .remote(tier())
+        .origin(DirOrigin::new(origin))
+        .build()
+        .unwrap();
     seeder.fill(d).unwrap();
     assert!(seeder.wait_for_uploads(Duration::from_secs(60)));
 

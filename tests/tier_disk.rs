@@ -210,11 +210,10 @@ fn restart_adopts_blobs_without_reading_them_and_deletes_stray_temporaries() {
     let digests: Vec<Digest> = blobs.iter().map(|b| put_origin(origin_dir.path(), b)).collect();
     {
         let store = store(disk.path(), DirOrigin::new(origin_dir.path()), 1 << 30);
-        digests.iter().for_each(|d| drop(store.fill(d).unwrap()));
-        assert!(matches!(
-            TieredStore::builder().disk_dir(disk.path()).build(),
-            Err(Error::Locked { .. })
-        ));
+        for d in &digests {
+            store.fill(d).unwrap();
+        }
+        assert!(matches!(TieredStore::builder().disk_dir(disk.path()).build(), Err(Error::Locked { .. })));
     }
     std::fs::write(disk.path().join(".tmp.sha256_abc.XYZ"), b"partial").unwrap();
     // A blob whose marker was lost (a crash between rename and marker): re-verified on first use.

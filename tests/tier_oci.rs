@@ -151,7 +151,11 @@ fn http_server(respond: impl Fn(usize, &str) -> Vec<u8> + Send + 'static) -> (u1
 }
 
 fn origin_at(port: u16) -> OciOrigin {
-    OciOrigin::builder(&format!("http://127.0.0.1:{port}"), "x").max_retries(3).timeout(Duration::from_secs(5)).build().unwrap()
+    OciOrigin::builder(&format!("http://127.0.0.1:{port}"), "x")
+        .max_retries(3)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
 }
 
 #[test]

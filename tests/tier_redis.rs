@@ -100,22 +100,38 @@ fn incomplete_or_inconsistent_remote_copies_are_treated_as_absent() {
     assert_eq!(get(&tier), (Ok(RemoteGet::Hit), content.clone()));
 
     let manifest = format!("cachefs-blob v1 size=10 chunk_size=4 chunks=3 digest={d}");
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Breakage<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Breakage)> = vec![
         ("half-written manifest", Box::new(|| set(&server, &key("manifest"), "cachefs-blob v1 size=10 chu"))),
-        ("manifest says more chunks", Box::new(|| set(&server, &key("manifest"), &manifest.replace("chunks=3", "chunks=4")))),
-        ("manifest of the wrong size", Box::new(|| set(&server, &key("manifest"), &manifest.replace("size=10", "size=11")))),
-        ("manifest of another digest", Box::new(|| set(&server, &key("manifest"), &manifest.replace(&d.hex(), &Digest::of(b"x").hex())))),
+        (
+            "manifest says more chunks",
+            Box::new(|| set(&server, &key("manifest"), &manifest.replace("chunks=3", "chunks=4"))),
+        ),
+        (
+            "manifest of the wrong size",
+            Box::new(|| set(&server, &key("manifest"), &manifest.replace("size=10", "size=11"))),
+        ),
+        (
+            "manifest of another digest",
+            Box::new(|| set(&server, &key("manifest"), &manifest.replace(&d.hex(), &Digest::of(b"x").hex()))),
+        ),
         ("missing chunk", Box::new(|| drop(server.command(&format!("DEL {}", key("1")))))),
         ("short chunk", Box::new(|| set(&server, &key("1"), "456"))),
         ("long chunk", Box::new(|| set(&server, &key("2"), "89A"))),
-        ("manifest of the wrong type", Box::new(|| {
-            server.command(&format!("DEL {}", key("manifest")));
-            server.command(&format!("RPUSH {} a b", key("manifest")));
-        })),
-        ("chunk of the wrong type", Box::new(|| {
-            server.command(&format!("DEL {}", key("0")));
-            server.command(&format!("HSET {} a b", key("0")));
-        })),
+        (
+            "manifest of the wrong type",
+            Box::new(|| {
+                server.command(&format!("DEL {}", key("manifest")));
+                server.command(&format!("RPUSH {} a b", key("manifest")));
+            }),
+        ),
+        (
+            "chunk of the wrong type",
+            Box::new(|| {
+                server.command(&format!("DEL {}", key("0")));
+                server.command(&format!("HSET {} a b", key("0")));
+            }),
+        ),
         ("integer-looking manifest", Box::new(|| set(&server, &key("manifest"), "12"))),
     ];
     for (what, break_it) in cases {

@@ -64,7 +64,11 @@ mod rss {
         assert_eq!(Digest::of(&[]).to_string().len(), digest.len());
         let read_digest = format!("sha256:{}", hex(&hasher.finalize()));
         assert_eq!(read_digest, digest, "read back end to end");
-        println!("VMHWM_KIB {} FILL_S {fill_s:.1} READ_S {:.1}", vm_hwm_kib(), started.elapsed().as_secs_f64() - fill_s);
+        println!(
+            "VMHWM_KIB {} FILL_S {fill_s:.1} READ_S {:.1}",
+            vm_hwm_kib(),
+            started.elapsed().as_secs_f64() - fill_s
+        );
     }
 
     fn hex(bytes: &[u8]) -> String {

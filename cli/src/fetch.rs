@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cachefs::tier::{DirOrigin, OciOrigin, RedisTier, Source, TieredStore};
 pub use cachefs::tier::{Digest, Error as TierError};
+use cachefs::tier::{DirOrigin, OciOrigin, RedisTier, Source, TieredStore};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// Where `fetch` looks, from the command line.
@@ -133,11 +133,15 @@ fn fetch_one(store: &TieredStore, d: &Digest, bar: &ProgressBar) -> Result<Fetch
             let size = store.open(d).map(|b| b.len())?;
             bar.set_length(size.max(1));
             bar.set_position(size.max(1));
-            bar.finish_with_message(format!("{} in {:.1} s", match source {
-                Source::Disk => "already on disk",
-                Source::Remote => "from Redis",
-                Source::Origin => "from the origin",
-            }, started.elapsed().as_secs_f64()));
+            bar.finish_with_message(format!(
+                "{} in {:.1} s",
+                match source {
+                    Source::Disk => "already on disk",
+                    Source::Remote => "from Redis",
+                    Source::Origin => "from the origin",
+                },
+                started.elapsed().as_secs_f64()
+            ));
             Ok(Fetched { digest: *d, size, source })
         }
         Err(e) => {

@@ -51,6 +51,9 @@ fn bad_input_gets_a_clear_error() {
     fails_with(&["fetch", "--disk-dir", d, "--redis", "nonsense", &absent], "cannot open the store");
     fails_with(&["fetch", "--disk-dir", d, "--registry", "ftp://x", "--repo", "a", &absent], "registry URL");
     fails_with(&["fetch", "--disk-dir", d, "--disk-max-bytes", "lots", &absent], "not a byte count");
-    fails_with(&["fetch", "--disk-dir", d, "--redis", "redis://a", "--redis-cluster", "redis://b", &absent], "cannot be used with");
+    fails_with(
+        &["fetch", "--disk-dir", d, "--redis", "redis://a", "--redis-cluster", "redis://b", &absent],
+        "cannot be used with",
+    );
     fails_with(&["fetch", "--disk-dir", d, "--registry", "http://x", &absent], "--repo");
 }

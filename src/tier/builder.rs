@@ -111,8 +111,7 @@ impl TieredStoreBuilder {
         let (disk, _adopted) = DiskTier::open(&dir, self.disk_max_bytes)?;
         let has_remote = self.remote.is_some();
         let remote = self.remote.map(|r| (r, self.breaker_failures, self.breaker_cool_down));
-        let shared =
-            Arc::new(Shared::new(self.name, disk, remote, self.origin, self.origin_gzip, self.upload_queue));
+        let shared = Arc::new(Shared::new(self.name, disk, remote, self.origin, self.origin_gzip, self.upload_queue));
         let uploaders = if has_remote {
             (0..self.upload_threads)
                 .map(|i| {

@@ -130,7 +130,10 @@ impl OciOrigin {
                 let range = response.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
                 let start = range.strip_prefix("bytes ").and_then(|r| r.split('-').next()?.parse::<u64>().ok());
                 if start != Some(offset) {
-                    return Err(Error::origin(d, format!("asked for bytes from {offset}, got Content-Range {range:?}")));
+                    return Err(Error::origin(
+                        d,
+                        format!("asked for bytes from {offset}, got Content-Range {range:?}"),
+                    ));
                 }
             }
             404 => return Err(Error::not_found(d)),

@@ -50,14 +50,14 @@ enum Target {
 
 enum Conn {
     Single(Connection),
-    Cluster(ClusterConnection),
+    Cluster(Box<ClusterConnection>),
 }
 
 impl Conn {
     fn like(&mut self) -> &mut dyn ConnectionLike {
         match self {
             Conn::Single(c) => c,
-            Conn::Cluster(c) => c,
+            Conn::Cluster(c) => &mut **c,
         }
     }
 
@@ -136,7 +136,7 @@ impl RedisTier {
     fn connect(&self, timeout: Duration) -> Result<Conn, RedisError> {
         let conn = match &self.target {
             Target::Single(c) => Conn::Single(c.get_connection_with_timeout(timeout)?),
-            Target::Cluster(c) => Conn::Cluster(c.get_connection()?),
+            Target::Cluster(c) => Conn::Cluster(Box::new(c.get_connection()?)),
         };
         Ok(conn)
     }
@@ -214,8 +214,7 @@ impl RedisTier {
         for i in 0..chunks {
             let len = self.chunk_size.min(size - i * self.chunk_size) as usize;
             blob.read_exact(&mut buf[..len]).map_err(|e| Error::remote(format!("reading the blob: {e}")))?;
-            self.set_value(conn, &self.key(d, &i.to_string()), &buf[..len])
-                .map_err(|e| transport("SET chunk", &e))?;
+            self.set_value(conn, &self.key(d, &i.to_string()), &buf[..len]).map_err(|e| transport("SET chunk", &e))?;
         }
         let manifest = Manifest { size, chunk_size: self.chunk_size, chunks }.encode(d);
         self.set_value(conn, &self.key(d, "manifest"), manifest.as_bytes()).map_err(|e| transport("SET manifest", &e))
@@ -328,7 +327,8 @@ impl RedisTierBuilder {
 /// An error about the data (a key of the wrong type: the server answered with an error code such as
 /// `WRONGTYPE`), not about reaching Redis (I/O, time budget, cluster state, loading, out of memory).
 fn is_data_error(e: &RedisError) -> bool {
-    let reply = matches!(e.code(), Some(code) if !matches!(code, "LOADING" | "BUSY" | "OOM" | "MASTERDOWN" | "READONLY"));
+    let reply =
+        matches!(e.code(), Some(code) if !matches!(code, "LOADING" | "BUSY" | "OOM" | "MASTERDOWN" | "READONLY"));
     (reply || e.kind() == ErrorKind::UnexpectedReturnType) && !e.is_cluster_error() && !e.is_io_error()
 }
 
@@ -366,9 +366,8 @@ impl Manifest {
         if parts.next()? != "cachefs-blob" || parts.next()? != "v1" {
             return None;
         }
-        let mut next = |name: &str| -> Option<String> {
-            parts.next()?.strip_prefix(name)?.strip_prefix('=').map(str::to_string)
-        };
+        let mut next =
+            |name: &str| -> Option<String> { parts.next()?.strip_prefix(name)?.strip_prefix('=').map(str::to_string) };
         let size: u64 = next("size")?.parse().ok()?;
         let chunk_size: u64 = next("chunk_size")?.parse().ok()?;
         let chunks: u64 = next("chunks")?.parse().ok()?;

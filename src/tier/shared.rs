@@ -61,7 +61,8 @@ impl Shared {
         Shared {
             name,
             disk,
-            remote: remote.map(|(tier, failures, cool_down)| RemoteSlot { tier, breaker: Breaker::new(failures, cool_down) }),
+            remote: remote
+                .map(|(tier, failures, cool_down)| RemoteSlot { tier, breaker: Breaker::new(failures, cool_down) }),
             origin,
             origin_gzip,
             flights: Flights::default(),
@@ -81,10 +82,10 @@ impl Shared {
         let mut source = Source::Disk;
         let mut lookup = self.disk.pin(d);
         for _ in 0..ATTEMPTS {
-            if let Lookup::Pinned { size, verified, generation } = lookup {
-                if let Some(pinned) = self.open_pinned(d, size, verified, generation, source)? {
-                    return Ok(pinned);
-                }
+            if let Lookup::Pinned { size, verified, generation } = lookup
+                && let Some(pinned) = self.open_pinned(d, size, verified, generation, source)?
+            {
+                return Ok(pinned);
             }
             lookup = match self.flights.join(d) {
                 Role::Leader(leader) => {

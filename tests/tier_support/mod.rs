@@ -122,7 +122,14 @@ impl RedisCluster {
     pub fn start() -> Self {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
-                RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "5000", "--appendonly", "no"])
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--appendonly",
+                    "no",
+                ])
             })
             .collect();
         let cli = require("redis-cli", "redis-server");
@@ -202,8 +209,7 @@ impl Registry {
         let started = agent.post(&format!("{}/v2/{repo}/blobs/uploads/", self.url())).send_empty().unwrap();
         assert_eq!(started.status().as_u16(), 202, "start upload");
         let location = started.headers().get("location").unwrap().to_str().unwrap().to_string();
-        let location =
-            if location.starts_with("http") { location } else { format!("{}{location}", self.url()) };
+        let location = if location.starts_with("http") { location } else { format!("{}{location}", self.url()) };
         let sep = if location.contains('?') { '&' } else { '?' };
         let done = agent
             .put(&format!("{location}{sep}digest={digest}"))
