@@ -3,6 +3,7 @@
 //! moment, 50 times over one disk directory. After every kill a fresh store on that directory, with no
 //! origin, must serve every reported blob byte-identical, every blob file in the directory must hash to
 //! its name, no temporary may survive the reopen, and no blob in Redis may be visible unless complete.
+#![cfg(feature = "tier")]
 
 mod tier_support;
 

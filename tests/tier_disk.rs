@@ -330,3 +330,17 @@ fn a_full_disk_is_a_typed_error_and_leaves_no_partial_blob() {
     let left: Vec<_> = std::fs::read_dir(mnt.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.iter().all(|n| !n.to_string_lossy().starts_with(".tmp")), "{left:?}");
 }
+
+#[test]
+fn a_store_reopened_with_a_smaller_bound_evicts_down_to_it() {
+    let (origin_dir, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let d: Vec<Digest> = (0..3).map(|i| put_origin(origin_dir.path(), &bytes(60 + i, 100_000))).collect();
+    {
+        let store = store(disk.path(), DirOrigin::new(origin_dir.path()), 1 << 30);
+        d.iter().for_each(|d| assert_eq!(store.fill(d).unwrap(), Source::Origin));
+    }
+    let store = store(disk.path(), DirOrigin::new(origin_dir.path()), 150_000);
+    let s = store.stats();
+    assert_eq!((s.disk_blobs, s.evictions), (1, 2), "{s:?}");
+    assert!(s.disk_bytes <= 150_000);
+}

@@ -224,3 +224,53 @@ fn a_dead_redis_and_a_silent_listener_cost_each_read_at_most_its_budget_then_the
     assert_eq!((st.breaker, st.origin_fetches), (BreakerState::Open, 5), "{st:?}");
     assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the store did connect to the silent listener");
 }
+
+/// A "Redis" that answers every command with `reply`, to see what the tier makes of replies a real
+/// server would not send to a GET.
+fn fake_redis(reply: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = std::io::Read::read(&mut conn, &mut buf) {
+                    if n == 0 || std::io::Write::write_all(&mut conn, reply).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn replies_of_the_wrong_type_are_invalid_copies_and_garbage_is_a_remote_error() {
+    let d = Digest::of(b"x");
+    let get = |url: &str| {
+        let tier = RedisTier::builder(url).timeout(BUDGET).build().unwrap();
+        let mut out = Vec::new();
+        tier.get(&d, &mut BlobSink::new(&mut out))
+    };
+    for reply in [&b":42\r\n"[..], b"*1\r\n$1\r\na\r\n", b"+OK\r\n", b"-ERR no such thing\r\n"] {
+        let url = fake_redis(reply);
+        assert!(
+            matches!(get(&url), Ok(RemoteGet::Invalid { .. })),
+            "{:?}: {:?}",
+            String::from_utf8_lossy(reply),
+            get(&url)
+        );
+    }
+    let garbage = fake_redis(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    assert!(matches!(get(&garbage), Err(cachefs::tier::Error::Remote { .. })));
+    // A store over the garbage server still serves from the origin.
+    let origin = tempfile::tempdir().unwrap();
+    let content = bytes(7, 1000);
+    let d = put_origin(origin.path(), &content);
+    let disk = tempfile::tempdir().unwrap();
+    let s = store(disk.path(), RedisTier::builder(&garbage).timeout(BUDGET).build().unwrap(), origin.path());
+    assert_eq!(read_all(&s, &d), content);
+    assert_eq!(s.stats().remote_errors, 1);
+}

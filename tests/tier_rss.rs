@@ -1,5 +1,6 @@
 //! Flat memory: a 1 GiB blob, gzip-compressed at a directory origin, is filled (decompressed, hashed,
 //! written) and read end to end by a child process whose peak RSS (`VmHWM`) must stay under 64 MiB.
+#![cfg(feature = "tier")]
 
 mod tier_support;
 

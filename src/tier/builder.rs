@@ -131,6 +131,8 @@ impl TieredStoreBuilder {
         } else {
             Vec::new()
         };
+        // A directory adopted from a run with a larger bound may start over this one.
+        shared.enforce_bound();
         Ok(TieredStore::from_parts(shared, uploaders))
     }
 }

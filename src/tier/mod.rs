@@ -58,7 +58,10 @@
 //!   treated as absent. Any remote error falls back to the origin, and after repeated failures a circuit
 //!   breaker skips the remote tier for a cool-down (`breaker.rs`).
 //! - The disk holds at most `disk_max_bytes` of blobs nobody has open, plus blobs open and fills in
-//!   progress; LRU eviction makes room after each fill and when a handle closes.
+//!   progress; LRU eviction makes room after each fill, when a handle closes and when a store opens a
+//!   directory. A blob larger than `disk_max_bytes` is refused ([`Error::TooLarge`], the fill stops as
+//!   soon as it passes the bound) rather than served and evicted at once: a bound is a bound, and a
+//!   blob that would be evicted on close would be fetched again on every open.
 
 mod breaker;
 mod builder;

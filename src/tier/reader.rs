@@ -81,6 +81,9 @@ pub(crate) fn read_full_at(file: &File, len: u64, offset: u64, buf: &mut [u8]) -
 impl Read for Blob {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let want = self.len.saturating_sub(self.pos).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
         let n = self.file.read_at(&mut buf[..want], self.pos)?;
         self.pos += n as u64;
         self.shared.counters.add(Count::BytesRead, n as u64);
