@@ -216,7 +216,7 @@ type PickTier = fn(&crate::tier::TierStats) -> u64;
 /// let dir = tempfile::tempdir()?;
 /// let store = TieredStore::builder().name("layers").disk_dir(dir.path()).build()?;
 /// let _registration = cachefs::otel::register_tier(&global::meter("my-service"), &store);
-/// # Ok::<(), cachefs::tier::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[cfg(feature = "tier")]
 pub fn register_tier(meter: &Meter, store: &crate::tier::TieredStore) -> Registration {
