@@ -65,7 +65,8 @@ impl Counters {
 pub struct TierStats {
     /// The name given to the builder (the `cache` label).
     pub name: String,
-    /// Reads and opens answered from the disk tier without a fill.
+    /// Reads and opens answered from the disk tier without filling (a thread that waited for another
+    /// thread's fill of the same blob counts here too).
     pub disk_hits: u64,
     /// Bytes handed to readers (`read_at` and handle reads; all come from the disk tier).
     pub bytes_read: u64,
