@@ -14,7 +14,7 @@
 //! config's `diff_id`). [`OciOrigin::layer`] records which registry blob holds which content; a digest
 //! with no such record is fetched as itself.
 //!
-//! Authentication: a static bearer token or basic credentials. The token exchange of public registries
+//! Authentication: a static bearer token. Basic credentials and the token exchange of public registries
 //! (`WWW-Authenticate: Bearer realm=...`) is not implemented.
 
 use std::collections::HashMap;
