@@ -15,7 +15,7 @@
 //! with no such record is fetched as itself.
 //!
 //! Authentication: a static bearer token. Basic credentials and the token exchange of public registries
-//! (`WWW-Authenticate: Bearer realm=...`) is not implemented.
+//! (`WWW-Authenticate: Bearer realm=...`) are not implemented.
 
 use std::collections::HashMap;
 use std::fmt;
