@@ -7,9 +7,7 @@ mod hostile_ring_util;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cachefs::ring::{
-    Compression, Error, IoMode, ReadBatch, ReadOptions, RingBuffer, RingOptions,
-};
+use cachefs::ring::{Compression, Error, IoMode, ReadBatch, ReadOptions, RingBuffer, RingOptions};
 use hostile_ring_util::*;
 
 fn opts(records: u64, record_size: u32, mode: IoMode) -> RingOptions {
@@ -300,7 +298,10 @@ fn holds_read_many_huge_ranges_are_fast() {
         });
         let started = Instant::now();
         while !t.is_finished() {
-            assert!(started.elapsed() < Duration::from_secs(10), "{mode:?}: read_many(0..u64::MAX) did not return in 10 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{mode:?}: read_many(0..u64::MAX) did not return in 10 s"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         let (n0, n1, ids, n2, n3) = t.join().unwrap();
@@ -464,9 +465,12 @@ fn holds_invalid_options_refused() {
 #[test]
 fn holds_odd_shard_sizes() {
     for mode in MODES {
-        for (records, shard_bytes, files) in
-            [(10u64, 4096 + 3 * 64 + 17, 4usize), (1024, 4096 + 64, 1024), (7, 4096 + 64 * 7 + 63, 1), (8, 4096 + 64 * 7 + 63, 2)]
-        {
+        for (records, shard_bytes, files) in [
+            (10u64, 4096 + 3 * 64 + 17, 4usize),
+            (1024, 4096 + 64, 1024),
+            (7, 4096 + 64 * 7 + 63, 1),
+            (8, 4096 + 64 * 7 + 63, 2),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("r.dat");
             let o = RingOptions { shard_bytes, ..opts(records, 64, mode) };
@@ -631,7 +635,8 @@ fn holds_stats_are_consistent() {
 fn holds_flush_every() {
     for mode in MODES {
         let dir = tempfile::tempdir().unwrap();
-        let ring = RingBuffer::open(dir.path().join("r.dat"), RingOptions { flush_every: 4, ..opts(16, 64, mode) }).unwrap();
+        let ring =
+            RingBuffer::open(dir.path().join("r.dat"), RingOptions { flush_every: 4, ..opts(16, 64, mode) }).unwrap();
         for id in 0..10u64 {
             ring.write(id, b"x").unwrap();
             let s = ring.stats();
@@ -644,7 +649,8 @@ fn holds_flush_every() {
         assert_eq!(ring.stats().flushed_id, Some(11), "{mode:?}");
         // with 0, only on flush
         drop(ring);
-        let ring = RingBuffer::open(dir.path().join("r.dat"), RingOptions { flush_every: 0, ..opts(16, 64, mode) }).unwrap();
+        let ring =
+            RingBuffer::open(dir.path().join("r.dat"), RingOptions { flush_every: 0, ..opts(16, 64, mode) }).unwrap();
         assert_eq!(ring.stats().flushed_id, Some(12), "drop flushes");
         for id in 13..40u64 {
             ring.write(id, b"x").unwrap();
@@ -710,7 +716,9 @@ fn holds_metrics_formats() {
 fn holds_metrics_name_escaping() {
     let dir = tempfile::tempdir().unwrap();
     let name = "we\"ird\\na\nme ✓".to_string();
-    let ring = RingBuffer::open(dir.path().join("r.dat"), RingOptions { name: name.clone(), ..RingOptions::new(8, 64) }).unwrap();
+    let ring =
+        RingBuffer::open(dir.path().join("r.dat"), RingOptions { name: name.clone(), ..RingOptions::new(8, 64) })
+            .unwrap();
     ring.write(1, b"x").unwrap();
     let s = ring.stats();
     let text = s.to_prometheus();

@@ -7,8 +7,8 @@ mod hostile_ring_util;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cachefs::ring::{Error, IoMode, ReadBatch, ReadOptions, RingBuffer, RingOptions};
@@ -32,8 +32,14 @@ fn holds_readers_never_see_torn_or_wrong_data() {
         for r in 0..4u64 {
             let handle = match r {
                 0 | 1 => ring.clone(),
-                2 => Arc::new(RingBuffer::open_read_only(&path, ReadOptions { mode: IoMode::Mmap, ..Default::default() }).unwrap()),
-                _ => Arc::new(RingBuffer::open_read_only(&path, ReadOptions { mode: IoMode::Pread, ..Default::default() }).unwrap()),
+                2 => Arc::new(
+                    RingBuffer::open_read_only(&path, ReadOptions { mode: IoMode::Mmap, ..Default::default() })
+                        .unwrap(),
+                ),
+                _ => Arc::new(
+                    RingBuffer::open_read_only(&path, ReadOptions { mode: IoMode::Pread, ..Default::default() })
+                        .unwrap(),
+                ),
             };
             let stop = stop.clone();
             readers.push(std::thread::spawn(move || {
@@ -45,7 +51,11 @@ fn holds_readers_never_see_torn_or_wrong_data() {
                     match rng.below(3) {
                         0 => match handle.read(id, &mut out) {
                             Ok(_) => {
-                                assert_eq!(out, payload(id, 0, len_for(id, MAXP)), "reader {r}: read({id}) wrong bytes");
+                                assert_eq!(
+                                    out,
+                                    payload(id, 0, len_for(id, MAXP)),
+                                    "reader {r}: read({id}) wrong bytes"
+                                );
                                 hits += 1;
                             }
                             Err(Error::NotFound { .. }) => misses += 1,
@@ -55,7 +65,11 @@ fn holds_readers_never_see_torn_or_wrong_data() {
                             Ok(g) => {
                                 assert_eq!(g.id(), id);
                                 let copy = g.to_vec();
-                                assert_eq!(copy, payload(id, 0, len_for(id, MAXP)), "reader {r}: get({id}) wrong bytes");
+                                assert_eq!(
+                                    copy,
+                                    payload(id, 0, len_for(id, MAXP)),
+                                    "reader {r}: get({id}) wrong bytes"
+                                );
                                 // the bytes do not change while borrowed
                                 std::hint::spin_loop();
                                 assert_eq!(&*g, &copy[..], "reader {r}: get({id}) changed while borrowed");
@@ -66,12 +80,20 @@ fn holds_readers_never_see_torn_or_wrong_data() {
                         },
                         _ => {
                             handle.read_many(id.saturating_sub(40)..id + 5, &mut batch).unwrap();
-                            assert!(batch.corrupt().is_empty(), "reader {r}: read_many reported corrupt {:?}", batch.corrupt());
+                            assert!(
+                                batch.corrupt().is_empty(),
+                                "reader {r}: read_many reported corrupt {:?}",
+                                batch.corrupt()
+                            );
                             let mut prev = None;
                             for (i, p) in batch.iter() {
                                 assert!(prev.is_none_or(|q| q < i), "read_many out of order");
                                 prev = Some(i);
-                                assert_eq!(p, &payload(i, 0, len_for(i, MAXP))[..], "reader {r}: read_many({i}) wrong bytes");
+                                assert_eq!(
+                                    p,
+                                    &payload(i, 0, len_for(i, MAXP))[..],
+                                    "reader {r}: read_many({i}) wrong bytes"
+                                );
                                 hits += 1;
                             }
                         }
@@ -85,7 +107,8 @@ fn holds_readers_never_see_torn_or_wrong_data() {
         let started = Instant::now();
         let mut id = 1u64;
         while started.elapsed() < Duration::from_secs(4) {
-            ring.write(id, &payload(id, 0, len_for(id, MAXP))).unwrap_or_else(|e| panic!("{wmode:?} write {id}: {e:?}"));
+            ring.write(id, &payload(id, 0, len_for(id, MAXP)))
+                .unwrap_or_else(|e| panic!("{wmode:?} write {id}: {e:?}"));
             id += 1;
         }
         stop.store(true, Ordering::Relaxed);
@@ -204,7 +227,13 @@ fn holds_writer_not_starved_by_guards_on_oldest_slot() {
     for r in readers {
         r.join().unwrap();
     }
-    eprintln!("{} writes in {:?}, {} guards taken on the oldest slot, pin_waits {}", id - 32, t.elapsed(), pins.load(Ordering::Relaxed), ring.stats().pin_waits);
+    eprintln!(
+        "{} writes in {:?}, {} guards taken on the oldest slot, pin_waits {}",
+        id - 32,
+        t.elapsed(),
+        pins.load(Ordering::Relaxed),
+        ring.stats().pin_waits
+    );
     assert_eq!(id, 20_032, "the writer was starved: {} writes in 30 s", id - 32);
 }
 
@@ -244,12 +273,10 @@ fn child_process() {
     let path = env_path(DIR).join("r.dat");
     let o = RingOptions::new(32_768, 256);
     match role.as_str() {
-        "try-open" => {
-            match RingBuffer::open(&path, o) {
-                Ok(_) => println!("RESULT opened"),
-                Err(e) => println!("RESULT {}", kind(&e)),
-            }
-        }
+        "try-open" => match RingBuffer::open(&path, o) {
+            Ok(_) => println!("RESULT opened"),
+            Err(e) => println!("RESULT {}", kind(&e)),
+        },
         "hold" => {
             let ring = RingBuffer::open(&path, o).unwrap();
             ring.write(ring.latest_id().map_or(0, |l| l + 1), b"held").unwrap();
@@ -258,7 +285,8 @@ fn child_process() {
             std::thread::sleep(Duration::from_secs(60));
         }
         "writer" => {
-            let mode = if std::env::var("HOSTILE_RING_MODE").as_deref() == Ok("pread") { IoMode::Pread } else { IoMode::Mmap };
+            let mode =
+                if std::env::var("HOSTILE_RING_MODE").as_deref() == Ok("pread") { IoMode::Pread } else { IoMode::Mmap };
             let ring = RingBuffer::open(&path, RingOptions { mode, ..o }).unwrap();
             println!("OPEN");
             let mut rng = Rng::new(seed());
@@ -291,7 +319,10 @@ fn spawn(role: &str, dir: &std::path::Path, extra: &[(&str, &str)]) -> std::proc
 fn result_of(child: std::process::Child) -> String {
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines().find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.split_whitespace().next().unwrap_or(""))).unwrap_or_else(|| panic!("no result: {text}")).to_string()
+    text.lines()
+        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.split_whitespace().next().unwrap_or("")))
+        .unwrap_or_else(|| panic!("no result: {text}"))
+        .to_string()
 }
 
 /// One writer across processes: Locked while another process holds it, including after the holder

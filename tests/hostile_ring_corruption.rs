@@ -40,7 +40,12 @@ type Expected = BTreeMap<u64, Vec<u8>>;
 
 /// Checks every id of `ids` on a handle: an Ok read must be exactly the expected payload (and an id
 /// not in `expected` must never be Ok). Returns the errors seen, by kind.
-fn check_handle(h: &RingBuffer, expected: &Expected, ids: impl Iterator<Item = u64>, what: &str) -> Vec<(u64, &'static str)> {
+fn check_handle(
+    h: &RingBuffer,
+    expected: &Expected,
+    ids: impl Iterator<Item = u64>,
+    what: &str,
+) -> Vec<(u64, &'static str)> {
     let mut errs = Vec::new();
     let mut out = Vec::new();
     for id in ids {
@@ -48,7 +53,12 @@ fn check_handle(h: &RingBuffer, expected: &Expected, ids: impl Iterator<Item = u
             Ok(n) => {
                 assert_eq!(n, out.len());
                 match expected.get(&id) {
-                    Some(p) => assert!(out == *p, "{what}: id {id} served WRONG BYTES ({} bytes, expected {})", out.len(), p.len()),
+                    Some(p) => assert!(
+                        out == *p,
+                        "{what}: id {id} served WRONG BYTES ({} bytes, expected {})",
+                        out.len(),
+                        p.len()
+                    ),
                     None => panic!("{what}: id {id} was never written but was served {} bytes", out.len()),
                 }
             }
@@ -163,7 +173,12 @@ fn flip_sweep(compression: Compression) {
         }
     }
     println!("NOTE {compression:?}: {opened} damaged files opened read-only, refused: {refused:?}");
-    assert!(strict_violations.is_empty(), "{} frame flips not reported Corrupt, e.g.:\n{}", strict_violations.len(), strict_violations[..strict_violations.len().min(20)].join("\n"));
+    assert!(
+        strict_violations.is_empty(),
+        "{} frame flips not reported Corrupt, e.g.:\n{}",
+        strict_violations.len(),
+        strict_violations[..strict_violations.len().min(20)].join("\n")
+    );
 }
 
 /// Every single-bit flip of a whole small ring (header page and all frames): no wrong bytes, no panic;
@@ -254,7 +269,8 @@ fn child_truncation_every_offset() {
     for cut in [0, 1, 4095, 4096, full.len() - 64, full.len() - 1] {
         std::fs::write(&s1, &full[..cut]).unwrap();
         for mode in MODES {
-            let e = RingBuffer::open_read_only(&path, ReadOptions { mode, ..Default::default() }).err().expect("opened");
+            let e =
+                RingBuffer::open_read_only(&path, ReadOptions { mode, ..Default::default() }).err().expect("opened");
             assert!(matches!(e, Error::FileTooShort { .. } | Error::BadHeader { .. }), "shard 1 cut {cut}: {e:?}");
             let e = RingBuffer::open(&path, RingOptions { mode, ..o.clone() }).err().expect("writer opened");
             assert!(matches!(e, Error::FileTooShort { .. } | Error::BadHeader { .. }), "shard 1 cut {cut}: {e:?}");
@@ -264,8 +280,12 @@ fn child_truncation_every_offset() {
     for mode in MODES {
         let e = RingBuffer::open_read_only(&path, ReadOptions { mode, ..Default::default() }).err().expect("opened");
         assert!(matches!(&e, Error::FileTooShort { found: 0, path, .. } if *path == s1), "missing shard 1: {e:?}");
-        let e = RingBuffer::open(&path, RingOptions { mode, ..o.clone() }).err().expect("writer opened without shard 1");
-        assert!(matches!(&e, Error::FileTooShort { found: 0, path, .. } if *path == s1), "missing shard 1, writer: {e:?}");
+        let e =
+            RingBuffer::open(&path, RingOptions { mode, ..o.clone() }).err().expect("writer opened without shard 1");
+        assert!(
+            matches!(&e, Error::FileTooShort { found: 0, path, .. } if *path == s1),
+            "missing shard 1, writer: {e:?}"
+        );
         assert!(!s1.exists(), "the writer's open recreated a missing shard");
     }
     done();
@@ -308,7 +328,8 @@ fn child_torn_records_every_offset() {
         for slot in [2usize, 3] {
             let off = 4096 + slot * 64;
             for k in 0..=64 {
-                for (base, other, suffix) in [(&s1, &s2, false), (&s2, &s1, false), (&s1, &s2, true), (&s2, &s1, true)] {
+                for (base, other, suffix) in [(&s1, &s2, false), (&s2, &s1, false), (&s1, &s2, true), (&s2, &s1, true)]
+                {
                     // torn: the slot holds k bytes (a prefix or a suffix) of the other state, the rest of base
                     let mut bytes = base.clone();
                     if !suffix {
@@ -319,7 +340,8 @@ fn child_torn_records_every_offset() {
                     std::fs::write(&path, &bytes).unwrap();
                     let what = format!("{mode:?} slot {slot} k {k} suffix {suffix}");
                     for m in MODES {
-                        let ro = RingBuffer::open_read_only(&path, ReadOptions { mode: m, ..Default::default() }).unwrap();
+                        let ro =
+                            RingBuffer::open_read_only(&path, ReadOptions { mode: m, ..Default::default() }).unwrap();
                         check_handle(&ro, &all, 0..16, &what);
                         check_batch(&ro, &all, 0..16, &what);
                     }
@@ -381,7 +403,11 @@ fn child_damaged_record_refused_everywhere() {
                 let before = h.stats();
                 for id in [5u64, 6] {
                     let r = read_vec(h, id);
-                    assert!(matches!(r, Err(Error::Corrupt { id: i }) if i == id), "{what}: read {id}: {:?}", r.map(|v| v.len()));
+                    assert!(
+                        matches!(r, Err(Error::Corrupt { id: i }) if i == id),
+                        "{what}: read {id}: {:?}",
+                        r.map(|v| v.len())
+                    );
                     let g = h.get(id);
                     assert!(matches!(g, Err(Error::Corrupt { .. })), "{what}: get {id}: {:?}", g.map(|g| g.len()));
                 }
@@ -414,7 +440,7 @@ fn child_damaged_record_refused_everywhere() {
 }
 
 /// Zero the header page: a typed error for read-only handles (the writer: see
-/// defect_writer_open_wipes_ring_whose_header_page_is_blank); a zeroed record page reads as absent.
+/// writer_open_refuses_a_ring_whose_header_page_is_blank); a zeroed record page reads as absent.
 #[test]
 fn holds_zeroed_header_page() {
     parent("child_zeroed_header_page");
@@ -536,7 +562,12 @@ fn child_foreign_and_swapped_shards() {
     {
         let ro = RingBuffer::open_read_only(&pb, ReadOptions::default()).unwrap();
         let r = ro.verify(|_, _| {}).unwrap();
-        notes.push(format!("misplaced record: read(2) = {:?}, verify corrupt={} slots={:?}", read_vec(&ro, 2).map(|v| v.len()), r.corrupt, r.corrupt_slots));
+        notes.push(format!(
+            "misplaced record: read(2) = {:?}, verify corrupt={} slots={:?}",
+            read_vec(&ro, 2).map(|v| v.len()),
+            r.corrupt,
+            r.corrupt_slots
+        ));
     }
     // an extra shard file and a full copy of the ring elsewhere (a backup) both work
     restore(b.path(), &snap_b);
@@ -584,12 +615,23 @@ fn child_edited_header_geometry() {
     let files: Vec<String> = snap.keys().cloned().collect();
     assert_eq!(files.len(), 4, "{files:?}");
     let fields: [(&str, Vec<u8>, Vec<Vec<u8>>); 3] = [
-        ("records", 1001u64.to_le_bytes().to_vec(), [1000u64, 1002, 2002, 1, 0, u64::MAX].iter().map(|v| v.to_le_bytes().to_vec()).collect()),
-        ("record_size", 72u32.to_le_bytes().to_vec(), [64u32, 80, 8, 0, 1 << 30, u32::MAX].iter().map(|v| v.to_le_bytes().to_vec()).collect()),
+        (
+            "records",
+            1001u64.to_le_bytes().to_vec(),
+            [1000u64, 1002, 2002, 1, 0, u64::MAX].iter().map(|v| v.to_le_bytes().to_vec()).collect(),
+        ),
+        (
+            "record_size",
+            72u32.to_le_bytes().to_vec(),
+            [64u32, 80, 8, 0, 1 << 30, u32::MAX].iter().map(|v| v.to_le_bytes().to_vec()).collect(),
+        ),
         (
             "shard_bytes",
             (4096u64 + 72 * 300 + 5).to_le_bytes().to_vec(),
-            [4096u64 + 72 * 300, 4096 + 72 * 600, 4096 + 72, 1 << 40, 0].iter().map(|v| v.to_le_bytes().to_vec()).collect(),
+            [4096u64 + 72 * 300, 4096 + 72 * 600, 4096 + 72, 1 << 40, 0]
+                .iter()
+                .map(|v| v.to_le_bytes().to_vec())
+                .collect(),
         ),
     ];
     let mut edits = 0;
@@ -609,7 +651,9 @@ fn child_edited_header_geometry() {
                 edits += 1;
                 let what = format!("{file} {field} := {v:?}");
                 for mode in MODES {
-                    let e = RingBuffer::open(&path, RingOptions { mode, ..o.clone() }).err().unwrap_or_else(|| panic!("{what}: writer opened"));
+                    let e = RingBuffer::open(&path, RingOptions { mode, ..o.clone() })
+                        .err()
+                        .unwrap_or_else(|| panic!("{what}: writer opened"));
                     assert!(
                         matches!(e, Error::GeometryMismatch { .. } | Error::BadHeader { .. }),
                         "{what}: writer open: {e:?}"
@@ -622,7 +666,10 @@ fn child_edited_header_geometry() {
                         }
                         Err(e) => {
                             let k = kind(&e);
-                            assert!(["BadHeader", "FileTooShort", "GeometryMismatch", "InvalidOptions"].contains(&k), "{what}: {e:?}");
+                            assert!(
+                                ["BadHeader", "FileTooShort", "GeometryMismatch", "InvalidOptions"].contains(&k),
+                                "{what}: {e:?}"
+                            );
                         }
                     }
                 }
@@ -637,7 +684,7 @@ fn child_edited_header_geometry() {
 /// writer's open takes it for a ring whose creation never finished and recreates it, wiping every
 /// record, instead of reporting Error::BadHeader ("its header is damaged") and changing nothing.
 #[test]
-fn defect_writer_open_wipes_ring_whose_header_page_is_blank() {
+fn writer_open_refuses_a_ring_whose_header_page_is_blank() {
     parent("child_writer_open_wipes_ring_whose_header_page_is_blank");
 }
 
@@ -680,7 +727,7 @@ fn child_writer_open_wipes_ring_whose_header_page_is_blank() {
 /// docs say fails with Error::BadHeader ("not a ring file") and changes nothing on disk. A longer such
 /// file is refused ("the header page is blank"), and so is a text file (holds_bad_paths).
 #[test]
-fn defect_writer_open_overwrites_non_ring_file_starting_with_zeros() {
+fn writer_open_refuses_a_foreign_file_starting_with_zeros() {
     parent("child_writer_open_overwrites_non_ring_file_starting_with_zeros");
 }
 
@@ -700,7 +747,10 @@ fn child_writer_open_overwrites_non_ring_file_starting_with_zeros() {
     let kept = after == user;
     match r {
         Err(e) => {
-            assert!(matches!(e, Error::BadHeader { .. } | Error::GeometryMismatch { .. } | Error::FileTooShort { .. }), "{e:?}");
+            assert!(
+                matches!(e, Error::BadHeader { .. } | Error::GeometryMismatch { .. } | Error::FileTooShort { .. }),
+                "{e:?}"
+            );
             assert!(kept, "a refused open changed the file");
         }
         Ok(w) => panic!(

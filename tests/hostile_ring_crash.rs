@@ -110,17 +110,21 @@ fn holds_sigkill_never_loses_a_flushed_record() {
 
         // the writer's next open recovers
         let mode = mode_of(generation + 1);
-        let ring = RingBuffer::open(&path, options(mode, 0)).unwrap_or_else(|e| panic!("generation {generation}: reopen: {e:?}"));
+        let ring = RingBuffer::open(&path, options(mode, 0))
+            .unwrap_or_else(|e| panic!("generation {generation}: reopen: {e:?}"));
         let latest = ring.latest_id();
         let max_flushed = flushed.keys().next_back().copied();
         assert!(latest >= max_flushed, "generation {generation}: latest {latest:?} < last flushed {max_flushed:?}");
-        let fresh = RingBuffer::open_read_only(&path, ReadOptions { mode: mode_of(generation), ..Default::default() }).unwrap();
+        let fresh =
+            RingBuffer::open_read_only(&path, ReadOptions { mode: mode_of(generation), ..Default::default() }).unwrap();
         if long_lived.is_none() {
             long_lived = RingBuffer::open_read_only(&path, ReadOptions::default()).ok();
         }
         let Some(latest) = latest else { continue };
         let generations = 1..=generation;
-        for (h, name) in [(Some(&ring), "writer"), (Some(&fresh), "fresh read-only"), (long_lived.as_ref(), "long-lived read-only")] {
+        for (h, name) in
+            [(Some(&ring), "writer"), (Some(&fresh), "fresh read-only"), (long_lived.as_ref(), "long-lived read-only")]
+        {
             let Some(h) = h else { continue };
             let t = Instant::now();
             assert_eq!(h.latest_id(), Some(latest), "generation {generation}: {name} sees another latest id");
@@ -131,9 +135,14 @@ fn holds_sigkill_never_loses_a_flushed_record() {
                         bytes == payload(id, g, len_for(id, MAXP)),
                         "generation {generation} {name}: flushed record {id} (generation {g}) not byte-identical"
                     ),
-                    (Some(&g), Err(e)) => panic!("generation {generation} {name} ({mode:?}): flushed record {id} (generation {g}) lost: {e:?}"),
+                    (Some(&g), Err(e)) => panic!(
+                        "generation {generation} {name} ({mode:?}): flushed record {id} (generation {g}) lost: {e:?}"
+                    ),
                     (None, Ok(bytes)) => {
-                        assert!(is_payload_of(id, &bytes, generations.clone()), "generation {generation} {name}: unflushed {id} served wrong bytes");
+                        assert!(
+                            is_payload_of(id, &bytes, generations.clone()),
+                            "generation {generation} {name}: unflushed {id} served wrong bytes"
+                        );
                         unflushed_served += 1;
                     }
                     (None, Err(Error::NotFound { .. })) => {}

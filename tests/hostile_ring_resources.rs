@@ -46,14 +46,15 @@ fn free_bytes(p: &Path) -> u64 {
 }
 
 fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
 
 /// A full device: opening a ring that does not fit is StorageFull (also when only some shards fit);
 /// a ring created before the device filled up keeps working, mapped or not, with no SIGBUS (the child
-/// would die by a signal). What a failed open leaves behind: defect_storage_full_leaves_a_file_behind.
+/// would die by a signal). What a failed open leaves behind: storage_full_at_creation_leaves_nothing_behind.
 #[test]
 fn holds_full_device() {
     let Some(fs) = Tmpfs::mount("3M") else { return };
@@ -69,7 +70,9 @@ fn child_full_device() {
     let dir = PathBuf::from(dir);
     for mode in [IoMode::Mmap, IoMode::Pread] {
         // 4 MiB in one file
-        let e = RingBuffer::open(dir.join("big.dat"), RingOptions { mode, ..RingOptions::new(1024, 4096) }).err().expect("4 MiB ring on 3 MiB");
+        let e = RingBuffer::open(dir.join("big.dat"), RingOptions { mode, ..RingOptions::new(1024, 4096) })
+            .err()
+            .expect("4 MiB ring on 3 MiB");
         assert!(matches!(e, Error::StorageFull { .. }), "{e:?}");
         clean_leftovers(&dir);
         // 4 MiB in four shards of 1 MiB: the first two fit
@@ -113,7 +116,7 @@ fn child_full_device() {
     println!("CHILD-DONE");
 }
 
-/// Removes what a failed open left (reported by defect_storage_full_leaves_a_file_behind).
+/// Removes what a failed open left (reported by storage_full_at_creation_leaves_nothing_behind).
 fn clean_leftovers(dir: &Path) {
     for name in listing(dir) {
         let p = dir.join(&name);
@@ -127,9 +130,13 @@ fn clean_leftovers(dir: &Path) {
 /// when some shards were already allocated (those are removed, shard 0 is not). A later read-only
 /// open or `cachefs ring inspect` of the path then says "not a ring file".
 #[test]
-fn defect_storage_full_leaves_a_file_behind() {
+fn storage_full_at_creation_leaves_nothing_behind() {
     let Some(fs) = Tmpfs::mount("3M") else { return };
-    let out = run_child("child_storage_full_leaves_a_file_behind", &[(DIR, fs.0.to_string_lossy().into_owned())], Duration::from_secs(60));
+    let out = run_child(
+        "child_storage_full_leaves_a_file_behind",
+        &[(DIR, fs.0.to_string_lossy().into_owned())],
+        Duration::from_secs(60),
+    );
     assert_child_ok("child_storage_full_leaves_a_file_behind", &out);
 }
 
@@ -169,7 +176,8 @@ fn holds_cold_large_ring_memory() {
     let dir = tempfile::tempdir_in(std::env::var("CARGO_TARGET_TMPDIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
     let path = dir.path().join("big.dat");
     {
-        let ring = RingBuffer::open(&path, RingOptions { mode: IoMode::Pread, ..RingOptions::new(524_288, 4096) }).unwrap();
+        let ring =
+            RingBuffer::open(&path, RingOptions { mode: IoMode::Pread, ..RingOptions::new(524_288, 4096) }).unwrap();
         for i in 0..2048u64 {
             let id = i * 256;
             ring.write(id, &payload(id, 0, 4000)).unwrap();
@@ -182,7 +190,11 @@ fn holds_cold_large_ring_memory() {
         let f = std::fs::File::open(&path).unwrap();
         unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     }
-    let out = run_child("child_cold_large_ring_memory", &[(DIR, dir.path().to_string_lossy().into_owned())], Duration::from_secs(60));
+    let out = run_child(
+        "child_cold_large_ring_memory",
+        &[(DIR, dir.path().to_string_lossy().into_owned())],
+        Duration::from_secs(60),
+    );
     assert_child_ok("child_cold_large_ring_memory", &out);
     let text = String::from_utf8_lossy(&out.stdout);
     for l in text.lines().filter(|l| l.contains("RSS")) {
@@ -224,21 +236,29 @@ fn child_cold_large_ring_memory() {
     assert!(after_ro - after_open < 16 * 1024, "read-only open made {} KiB resident", after_ro - after_open);
     // 2,048 records of one page (plus a neighbour at most) each: about 8-16 MiB, not gigabytes
     assert!(after_reads - after_ro < 48 * 1024, "2048 reads made {} KiB resident", after_reads - after_ro);
-    assert!(after_ro_reads - after_reads < 48 * 1024, "2048 read-only reads made {} KiB resident", after_ro_reads - after_reads);
+    assert!(
+        after_ro_reads - after_reads < 48 * 1024,
+        "2048 read-only reads made {} KiB resident",
+        after_ro_reads - after_reads
+    );
     println!("CHILD-DONE");
 }
 
 // ---- CLI ----
 
+/// The `cachefs` binary, built (debug, sharing the workspace's artefacts) if missing or stale.
 fn cli() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("target/release/cachefs");
-    if !bin.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo).args(["build", "--release", "-p", "cli"]).current_dir(&root).status().unwrap();
-        assert!(ok.success());
-    }
-    bin
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let ok = Command::new(cargo).args(["build", "-q", "-p", "cli"]).current_dir(&root).status().unwrap();
+            assert!(ok.success(), "building the cachefs CLI failed");
+            target.join("debug/cachefs")
+        })
+        .clone()
 }
 
 struct Run {
@@ -266,14 +286,27 @@ fn inspect(path: &Path, mode: Option<&str>) -> Run {
 /// No Rust Debug dump in a message meant for people.
 fn assert_readable(r: &Run, what: &str) {
     let all = format!("{}\n{}", r.stdout, r.stderr);
-    for bad in [" { ", "Os {", "kind:", "code:", "Custom {", "path: \"", "BadHeader", "FileTooShort", "Io {", "panicked", "RUST_BACKTRACE"] {
+    for bad in [
+        " { ",
+        "Os {",
+        "kind:",
+        "code:",
+        "Custom {",
+        "path: \"",
+        "BadHeader",
+        "FileTooShort",
+        "Io {",
+        "panicked",
+        "RUST_BACKTRACE",
+    ] {
         assert!(!all.contains(bad), "{what}: output contains {bad:?}:\n{all}");
     }
 }
 
 fn sample_ring(dir: &Path) -> PathBuf {
     let path = dir.join("ring.dat");
-    let ring = RingBuffer::open(&path, RingOptions { shard_bytes: 4096 + 64 * 10, ..RingOptions::new(25, 64) }).unwrap();
+    let ring =
+        RingBuffer::open(&path, RingOptions { shard_bytes: 4096 + 64 * 10, ..RingOptions::new(25, 64) }).unwrap();
     for id in 0..40 {
         ring.write(id, &payload(id, 0, 30)).unwrap();
     }
@@ -291,12 +324,16 @@ fn holds_cli_inspect_good_ring() {
         let r = inspect(&path, mode);
         assert_eq!(r.code, Some(0), "{mode:?}:\n{}\n{}", r.stdout, r.stderr);
         let all = format!("{}{}", r.stdout, r.stderr);
-        assert!(all.contains("25") && all.contains("64") && all.contains("39"), "geometry or latest id missing:\n{all}");
+        assert!(
+            all.contains("25") && all.contains("64") && all.contains("39"),
+            "geometry or latest id missing:\n{all}"
+        );
         assert_readable(&r, "good ring");
         assert_eq!(snapshot(dir.path()), snap, "inspect changed the files");
     }
     // while a writer holds the ring
-    let ring = RingBuffer::open(&path, RingOptions { shard_bytes: 4096 + 64 * 10, ..RingOptions::new(25, 64) }).unwrap();
+    let ring =
+        RingBuffer::open(&path, RingOptions { shard_bytes: 4096 + 64 * 10, ..RingOptions::new(25, 64) }).unwrap();
     ring.write(40, b"live").unwrap();
     let r = inspect(&path, None);
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);

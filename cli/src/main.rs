@@ -121,7 +121,8 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum RingCommand {
     /// Print a ring's geometry and latest id and verify every record, with a progress bar. Opens the ring
-    /// read-only: safe while a writer is running, and changes nothing. Exit code 1 if a record is corrupt.
+    /// read-only: safe while a writer is running, and changes nothing. Exit code 1 if a record is corrupt,
+    /// 2 for any other failure (a missing or non-ring file, bad arguments).
     Inspect {
         /// The ring's first file (`ring.dat`; the other shards are found from its header).
         path: PathBuf,

@@ -202,8 +202,11 @@ impl fmt::Debug for RingBuffer {
 }
 
 impl RingBuffer {
-    /// Opens the ring at `path` for writing, creating it (preallocated) if it does not exist, and
-    /// recovers its latest id after a crash. `path` is shard 0; further shards are `path.1`, `path.2`, ….
+    /// Opens the ring at `path` for writing, creating it (preallocated) if it does not exist or is an
+    /// empty file, and recovers its latest id after a crash. `path` is shard 0; further shards are
+    /// `path.1`, `path.2`, …. A creation interrupted by a crash is finished by the next open; any other
+    /// file at `path` whose first page is not a ring header (zeros included) is refused and left as it is,
+    /// and so is a file in the way of a new ring's further shard.
     ///
     /// # Errors
     /// [`Error::InvalidOptions`] for an impossible geometry; [`Error::Locked`] if another handle has the
