@@ -401,7 +401,7 @@ fn holds_geometry_checked_at_open() {
     ] {
         for mode in MODES {
             let o = RingOptions { mode, ..other.clone() };
-            let e = RingBuffer::open(&path, o.clone()).err().expect("a mismatched geometry opened");
+            let e = RingBuffer::open(&path, o.clone()).expect_err("a mismatched geometry opened");
             match &e {
                 Error::GeometryMismatch { requested, found, .. } => {
                     assert_eq!(*requested, o.geometry());
@@ -518,7 +518,7 @@ fn holds_bad_paths() {
     for mode in MODES {
         let e = RingBuffer::open_read_only(&user, ReadOptions { mode, ..Default::default() }).err().unwrap();
         assert!(matches!(e, Error::BadHeader { .. }), "{e:?}");
-        let e = RingBuffer::open(&user, opts(8, 64, mode)).err().expect("a text file opened as a ring");
+        let e = RingBuffer::open(&user, opts(8, 64, mode)).expect_err("a text file opened as a ring");
         assert!(matches!(e, Error::BadHeader { .. }), "{e:?}");
         assert_eq!(std::fs::read(&user).unwrap(), text, "opening a non-ring file changed it");
     }
@@ -528,7 +528,7 @@ fn holds_bad_paths() {
     for mode in MODES {
         let e = RingBuffer::open_read_only(&short, ReadOptions { mode, ..Default::default() }).err().unwrap();
         assert!(matches!(e, Error::BadHeader { .. } | Error::FileTooShort { .. }), "{e:?}");
-        let e = RingBuffer::open(&short, opts(8, 64, mode)).err().expect("a 5-byte file opened as a ring");
+        let e = RingBuffer::open(&short, opts(8, 64, mode)).expect_err("a 5-byte file opened as a ring");
         assert!(matches!(e, Error::BadHeader { .. } | Error::FileTooShort { .. }), "{e:?}");
         assert_eq!(std::fs::read(&short).unwrap(), b"hello");
     }
@@ -795,7 +795,7 @@ fn holds_prefetch_and_symlinked_path() {
         }
         let link = dir.path().join(format!("link-{mode:?}"));
         std::os::unix::fs::symlink(&path, &link).unwrap();
-        let e = RingBuffer::open(&link, opts(64, 256, mode)).err().expect("a second writer through a symlink");
+        let e = RingBuffer::open(&link, opts(64, 256, mode)).expect_err("a second writer through a symlink");
         assert!(matches!(e, Error::Locked { .. }), "{e:?}");
         let ro = RingBuffer::open_read_only(&link, ReadOptions { mode, prefetch: true, ..Default::default() }).unwrap();
         let mut b = ReadBatch::new();

@@ -347,7 +347,7 @@ fn holds_one_writer_across_processes() {
         line.clear();
         assert!(reader.read_line(&mut line).unwrap() > 0, "the holder ended");
     }
-    let e = RingBuffer::open(&path, o.clone()).err().expect("opened while another process holds the writer");
+    let e = RingBuffer::open(&path, o.clone()).expect_err("opened while another process holds the writer");
     assert!(matches!(e, Error::Locked { .. }), "{e:?}");
     let ro = RingBuffer::open_read_only(&path, ReadOptions::default()).unwrap();
     assert!(ro.wait_for(2, Duration::from_secs(10)).unwrap());

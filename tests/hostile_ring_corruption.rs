@@ -64,12 +64,9 @@ fn check_handle(
             }
             Err(e) => errs.push((id, kind(&e))),
         }
-        match h.get(id) {
-            Ok(g) => {
-                assert_eq!(g.id(), id);
-                assert!(expected.get(&id).is_some_and(|p| *p == *g), "{what}: get({id}) served wrong bytes");
-            }
-            Err(_) => {}
+        if let Ok(g) = h.get(id) {
+            assert_eq!(g.id(), id);
+            assert!(expected.get(&id).is_some_and(|p| *p == *g), "{what}: get({id}) served wrong bytes");
         }
     }
     errs
@@ -269,19 +266,17 @@ fn child_truncation_every_offset() {
     for cut in [0, 1, 4095, 4096, full.len() - 64, full.len() - 1] {
         std::fs::write(&s1, &full[..cut]).unwrap();
         for mode in MODES {
-            let e =
-                RingBuffer::open_read_only(&path, ReadOptions { mode, ..Default::default() }).err().expect("opened");
+            let e = RingBuffer::open_read_only(&path, ReadOptions { mode, ..Default::default() }).expect_err("opened");
             assert!(matches!(e, Error::FileTooShort { .. } | Error::BadHeader { .. }), "shard 1 cut {cut}: {e:?}");
-            let e = RingBuffer::open(&path, RingOptions { mode, ..o.clone() }).err().expect("writer opened");
+            let e = RingBuffer::open(&path, RingOptions { mode, ..o.clone() }).expect_err("writer opened");
             assert!(matches!(e, Error::FileTooShort { .. } | Error::BadHeader { .. }), "shard 1 cut {cut}: {e:?}");
         }
     }
     std::fs::remove_file(&s1).unwrap();
     for mode in MODES {
-        let e = RingBuffer::open_read_only(&path, ReadOptions { mode, ..Default::default() }).err().expect("opened");
+        let e = RingBuffer::open_read_only(&path, ReadOptions { mode, ..Default::default() }).expect_err("opened");
         assert!(matches!(&e, Error::FileTooShort { found: 0, path, .. } if *path == s1), "missing shard 1: {e:?}");
-        let e =
-            RingBuffer::open(&path, RingOptions { mode, ..o.clone() }).err().expect("writer opened without shard 1");
+        let e = RingBuffer::open(&path, RingOptions { mode, ..o.clone() }).expect_err("writer opened without shard 1");
         assert!(
             matches!(&e, Error::FileTooShort { found: 0, path, .. } if *path == s1),
             "missing shard 1, writer: {e:?}"
@@ -458,7 +453,7 @@ fn child_zeroed_header_page() {
     bytes[..4096].fill(0);
     std::fs::write(&path, &bytes).unwrap();
     for mode in MODES {
-        let e = RingBuffer::open_read_only(&path, ReadOptions { mode, ..Default::default() }).err().expect("opened");
+        let e = RingBuffer::open_read_only(&path, ReadOptions { mode, ..Default::default() }).expect_err("opened");
         assert!(matches!(e, Error::BadHeader { .. }), "{e:?}");
     }
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "refused opens changed the file");
@@ -614,7 +609,9 @@ fn child_edited_header_geometry() {
     let snap = snapshot(dir.path());
     let files: Vec<String> = snap.keys().cloned().collect();
     assert_eq!(files.len(), 4, "{files:?}");
-    let fields: [(&str, Vec<u8>, Vec<Vec<u8>>); 3] = [
+    // (field, its true value, edited values to try)
+    type Field = (&'static str, Vec<u8>, Vec<Vec<u8>>);
+    let fields: [Field; 3] = [
         (
             "records",
             1001u64.to_le_bytes().to_vec(),
@@ -700,7 +697,7 @@ fn child_writer_open_wipes_ring_whose_header_page_is_blank() {
     bytes[..4096].fill(0);
     std::fs::write(&path, &bytes).unwrap();
     // read-only: BadHeader, as documented
-    let e = RingBuffer::open_read_only(&path, ReadOptions::default()).err().expect("read-only opened");
+    let e = RingBuffer::open_read_only(&path, ReadOptions::default()).expect_err("read-only opened");
     assert!(matches!(e, Error::BadHeader { .. }), "{e:?}");
     let r = RingBuffer::open(&path, o.clone());
     let after = std::fs::read(&path).unwrap();

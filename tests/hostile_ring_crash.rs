@@ -25,7 +25,7 @@ fn options(mode: IoMode, flush_every: u32) -> RingOptions {
 }
 
 fn mode_of(generation: u64) -> IoMode {
-    if generation % 2 == 0 { IoMode::Mmap } else { IoMode::Pread }
+    if generation.is_multiple_of(2) { IoMode::Mmap } else { IoMode::Pread }
 }
 
 #[test]

@@ -71,13 +71,12 @@ fn child_full_device() {
     for mode in [IoMode::Mmap, IoMode::Pread] {
         // 4 MiB in one file
         let e = RingBuffer::open(dir.join("big.dat"), RingOptions { mode, ..RingOptions::new(1024, 4096) })
-            .err()
-            .expect("4 MiB ring on 3 MiB");
+            .expect_err("4 MiB ring on 3 MiB");
         assert!(matches!(e, Error::StorageFull { .. }), "{e:?}");
         clean_leftovers(&dir);
         // 4 MiB in four shards of 1 MiB: the first two fit
         let o = RingOptions { mode, shard_bytes: 4096 + 256 * 4096, ..RingOptions::new(1024, 4096) };
-        let e = RingBuffer::open(dir.join("sharded.dat"), o).err().expect("sharded 4 MiB ring on 3 MiB");
+        let e = RingBuffer::open(dir.join("sharded.dat"), o).expect_err("sharded 4 MiB ring on 3 MiB");
         assert!(matches!(e, Error::StorageFull { .. }), "{e:?}");
         clean_leftovers(&dir);
     }
@@ -109,7 +108,7 @@ fn child_full_device() {
         let ro = RingBuffer::open_read_only(&path, ReadOptions { mode, ..Default::default() }).unwrap();
         assert_eq!(read_vec(&ro, start + 599).unwrap(), payload(start + 599, 0, 4000));
         // a new ring on the full device
-        let e = RingBuffer::open(dir.join("new.dat"), RingOptions::new(4, 64)).err().expect("opened on a full device");
+        let e = RingBuffer::open(dir.join("new.dat"), RingOptions::new(4, 64)).expect_err("opened on a full device");
         assert!(matches!(e, Error::StorageFull { .. }), "{e:?}");
         let _ = std::fs::remove_file(dir.join("new.dat"));
     }
@@ -151,7 +150,7 @@ fn child_storage_full_leaves_a_file_behind() {
             ("big.dat", RingOptions { mode, ..RingOptions::new(1024, 4096) }),
             ("sharded.dat", RingOptions { mode, shard_bytes: 4096 + 256 * 4096, ..RingOptions::new(1024, 4096) }),
         ] {
-            let e = RingBuffer::open(dir.join(name), o).err().expect("a 4 MiB ring opened on 3 MiB");
+            let e = RingBuffer::open(dir.join(name), o).expect_err("a 4 MiB ring opened on 3 MiB");
             assert!(matches!(e, Error::StorageFull { .. }), "{e:?}");
             for f in listing(&dir) {
                 let len = std::fs::metadata(dir.join(&f)).unwrap().len();

@@ -94,7 +94,7 @@ pub fn run_child(name: &str, envs: &[(&str, String)], limit: Duration) -> Output
     let mut child = cmd.spawn().unwrap();
     let started = Instant::now();
     loop {
-        if let Some(_) = child.try_wait().unwrap() {
+        if child.try_wait().unwrap().is_some() {
             break;
         }
         if started.elapsed() > limit {
