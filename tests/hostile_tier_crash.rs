@@ -51,10 +51,16 @@ fn crash_child() {
     else {
         return;
     };
-    let digests: Vec<Digest> = ls(Path::new(&origin)).iter().filter(|n| n.starts_with("sha256_")).map(|n| format!("sha256:{}", &n[7..]).parse().unwrap()).collect();
+    let digests: Vec<Digest> = ls(Path::new(&origin))
+        .iter()
+        .filter(|n| n.starts_with("sha256_"))
+        .map(|n| format!("sha256:{}", &n[7..]).parse().unwrap())
+        .collect();
     let mut b = TieredStore::builder().disk_dir(&disk).disk_max_bytes(24 << 20);
     if mode == "redis" {
-        b = b.remote(RedisTier::builder(&std::env::var(ENV_REDIS).unwrap()).timeout(Duration::from_secs(2)).build().unwrap());
+        b = b.remote(
+            RedisTier::builder(&std::env::var(ENV_REDIS).unwrap()).timeout(Duration::from_secs(2)).build().unwrap(),
+        );
     } else {
         b = b.origin(DirOrigin::new(&origin)).origin_gzip(true);
     }
@@ -66,18 +72,20 @@ fn crash_child() {
         for t in 0..3u64 {
             let (s, digests) = (&s, &digests);
             let mut x = x ^ (t * 0x9E37);
-            sc.spawn(move || loop {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let d = &digests[(x % digests.len() as u64) as usize];
-                if x % 3 == 0 {
-                    s.evict(d);
+            sc.spawn(move || {
+                loop {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let d = &digests[(x % digests.len() as u64) as usize];
+                    if x.is_multiple_of(3) {
+                        s.evict(d);
+                    }
+                    let src = s.fill(d).unwrap();
+                    let mut buf = [0u8; 4096];
+                    s.read_at(d, 0, &mut buf).unwrap();
+                    let _ = src;
                 }
-                let src = s.fill(d).unwrap();
-                let mut buf = [0u8; 4096];
-                s.read_at(d, 0, &mut buf).unwrap();
-                let _ = src;
             });
         }
         x += 1;
@@ -100,7 +108,12 @@ fn holds_sigkill_during_fills_never_leaves_a_partial_blob() {
     }
     {
         let d = tempfile::tempdir().unwrap();
-        let s = TieredStore::builder().disk_dir(d.path()).remote(RedisTier::builder(&redis.url()).build().unwrap()).origin(DirOrigin::new(plain.path())).build().unwrap();
+        let s = TieredStore::builder()
+            .disk_dir(d.path())
+            .remote(RedisTier::builder(&redis.url()).build().unwrap())
+            .origin(DirOrigin::new(plain.path()))
+            .build()
+            .unwrap();
         for x in &all {
             s.fill(x).unwrap();
         }
@@ -157,7 +170,10 @@ fn holds_sigkill_during_fills_never_leaves_a_partial_blob() {
         child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
         assert!(!err.contains("panicked"), "kill {kill} ({mode}): the child panicked before the kill: {err}");
         // 1. no partial blob under a blob's name, before any store touches the directory
-        temps_seen += ls(disk.path()).iter().filter(|n| !n.starts_with("sha256_") || n.len() > 71 && !n.ends_with(".verified")).count();
+        temps_seen += ls(disk.path())
+            .iter()
+            .filter(|n| !n.starts_with("sha256_") || n.len() > 71 && !n.ends_with(".verified"))
+            .count();
         for (hex, path) in blob_files(disk.path()) {
             assert_eq!(file_sha(&path), hex, "kill {kill} ({mode}): {} is partial or corrupt", path.display());
             checked_files += 1;
@@ -179,8 +195,14 @@ fn holds_sigkill_during_fills_never_leaves_a_partial_blob() {
     }
     // final restart: no stray temporaries remain
     let s = TieredStore::builder().disk_dir(disk.path()).disk_max_bytes(24 << 20).build().unwrap();
-    let left: Vec<String> = ls(disk.path()).into_iter().filter(|n| !(n.len() == 71 && n.starts_with("sha256_")) && !n.ends_with(".verified")).collect();
-    eprintln!("50 kills in {:.1} s, {checked_files} blob files checked, {temps_seen} other names seen; after restart: {left:?}", started.elapsed().as_secs_f64());
+    let left: Vec<String> = ls(disk.path())
+        .into_iter()
+        .filter(|n| (n.len() != 71 || !n.starts_with("sha256_")) && !n.ends_with(".verified"))
+        .collect();
+    eprintln!(
+        "50 kills in {:.1} s, {checked_files} blob files checked, {temps_seen} other names seen; after restart: {left:?}",
+        started.elapsed().as_secs_f64()
+    );
     for d in &all {
         if s.contains(d) {
             s.verify(d).unwrap();
@@ -215,7 +237,9 @@ fn big_gzip_origin(dir: &Path, size: u64) -> Digest {
 #[test]
 #[ignore = "child of holds_a_512_mib_gzip_blob_fills_and_reads_with_flat_memory"]
 fn rss_child() {
-    let (Ok(mode), Ok(disk), Ok(digest)) = (std::env::var(ENV_MODE), std::env::var(ENV_DISK), std::env::var(ENV_DIGEST)) else {
+    let (Ok(mode), Ok(disk), Ok(digest)) =
+        (std::env::var(ENV_MODE), std::env::var(ENV_DISK), std::env::var(ENV_DIGEST))
+    else {
         return;
     };
     let d: Digest = digest.parse().unwrap();
@@ -271,11 +295,17 @@ fn holds_a_512_mib_gzip_blob_fills_and_reads_with_flat_memory() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let line = text.lines().find_map(|l| l.find("RESULT").map(|i| &l[i..])).unwrap_or_else(|| panic!("{mode}: {text}{}", String::from_utf8_lossy(&out.stderr))).to_string();
+        let line = text
+            .lines()
+            .find_map(|l| l.find("RESULT").map(|i| &l[i..]))
+            .unwrap_or_else(|| panic!("{mode}: {text}{}", String::from_utf8_lossy(&out.stderr)))
+            .to_string();
         eprintln!("{mode}: {line}");
         line
     };
-    let field = |line: &str, k: &str| -> String { line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).unwrap().to_string() };
+    let field = |line: &str, k: &str| -> String {
+        line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{k}="))).unwrap().to_string()
+    };
     let d0 = tempfile::tempdir().unwrap();
     let p = run("plain", d0.path());
     assert_eq!(field(&p, "src"), "origin");
@@ -295,6 +325,9 @@ fn holds_a_512_mib_gzip_blob_fills_and_reads_with_flat_memory() {
     for line in [&a, &b] {
         let peak: u64 = field(line, "peak_kib").parse().unwrap();
         let base: u64 = field(line, "before_kib").parse().unwrap();
-        assert!(peak < 48 << 10 && peak - base < 32 << 10, "peak RSS {peak} KiB (baseline {base} KiB) for a 512 MiB blob: {line}");
+        assert!(
+            peak < 48 << 10 && peak - base < 32 << 10,
+            "peak RSS {peak} KiB (baseline {base} KiB) for a 512 MiB blob: {line}"
+        );
     }
 }

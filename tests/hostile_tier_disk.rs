@@ -26,7 +26,9 @@ fn put(origin: &Path, bytes: &[u8]) -> Digest {
 }
 
 fn is_blob_name(n: &str) -> bool {
-    n.len() == 71 && n.starts_with("sha256_") && n[7..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    n.len() == 71
+        && n.starts_with("sha256_")
+        && n[7..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 fn read_all(s: &TieredStore, d: &Digest) -> Vec<u8> {
@@ -67,12 +69,12 @@ fn holds_digest_parsing_rejects_every_malformed_shape_with_a_typed_error() {
         format!("sha256:+{}", &good[..63]),
         format!("sha256:0x{}", &good[..62]),
         format!("\u{feff}sha256:{good}"),
-        format!("sha256\u{ff1a}{good}"),               // fullwidth colon
-        format!("sha256:{}\u{0660}", &good[..63]),      // Arabic-Indic zero
-        format!("sha256:{}é", &good[..62]),             // 64 bytes, 63 chars
-        format!("sha256:{}é", &good[..63]),             // 65 bytes
+        format!("sha256\u{ff1a}{good}"),           // fullwidth colon
+        format!("sha256:{}\u{0660}", &good[..63]), // Arabic-Indic zero
+        format!("sha256:{}é", &good[..62]),        // 64 bytes, 63 chars
+        format!("sha256:{}é", &good[..63]),        // 65 bytes
         format!("ｓha256:{good}"),
-        "sha256:".to_string() + &"é".repeat(32),         // 64 bytes of multibyte
+        "sha256:".to_string() + &"é".repeat(32), // 64 bytes of multibyte
         "sha256:".to_string() + &"€".repeat(40),
         format!("{}:{good}", "x".repeat(300)),
     ];
@@ -87,7 +89,11 @@ fn holds_digest_parsing_rejects_every_malformed_shape_with_a_typed_error() {
         match r {
             Err(Error::InvalidDigest { input: shown, reason }) => {
                 assert!(!reason.is_empty());
-                assert!(shown.chars().count() <= 100, "input not cut to 100 characters: {} chars", shown.chars().count());
+                assert!(
+                    shown.chars().count() <= 100,
+                    "input not cut to 100 characters: {} chars",
+                    shown.chars().count()
+                );
                 assert!(input.starts_with(shown.trim_end_matches('…')) || shown.len() <= input.len(), "{shown:?}");
                 let msg = Error::InvalidDigest { input: shown, reason }.to_string();
                 assert!(!msg.is_empty());
@@ -222,7 +228,11 @@ fn holds_flipped_bytes_with_restored_mtime_are_never_served() {
     set_mtime(&path, mtime);
     let mut buf = vec![0u8; bytes.len()];
     s.read_at(&d, 0, &mut buf).unwrap();
-    assert!(buf == bytes, "running store served a changed file whose mtime was restored (corrupt={})", s.stats().corrupt);
+    assert!(
+        buf == bytes,
+        "running store served a changed file whose mtime was restored (corrupt={})",
+        s.stats().corrupt
+    );
     drop(s);
     std::thread::sleep(Duration::from_millis(50));
     flip(&path, 2000);
@@ -286,7 +296,8 @@ fn holds_corrupt_and_truncated_gzip_is_a_typed_error_and_nothing_is_stored() {
     ];
     for (what, v) in variants {
         std::fs::write(o.path().join(d.file_name()), &v).unwrap();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.fill(&d))).unwrap_or_else(|_| panic!("{what}: panic"));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.fill(&d)))
+            .unwrap_or_else(|_| panic!("{what}: panic"));
         assert!(r.is_err(), "{what}: served {r:?}");
         let e = r.unwrap_err();
         assert!(matches!(e, Error::DigestMismatch { .. } | Error::Origin { .. }), "{what}: {e:?}");
@@ -350,12 +361,19 @@ fn holds_gzip_bomb_stops_at_the_disk_bound() {
     let hex: String = sha2::Digest::finalize(h).iter().map(|b| format!("{b:02x}")).collect();
     let d: Digest = format!("sha256:{hex}").parse().unwrap();
     std::fs::write(o.path().join(d.file_name()), gz.finish().unwrap()).unwrap();
-    let s = TieredStore::builder().disk_dir(disk.path()).disk_max_bytes(16 << 20).origin(DirOrigin::new(o.path())).origin_gzip(true).build().unwrap();
+    let s = TieredStore::builder()
+        .disk_dir(disk.path())
+        .disk_max_bytes(16 << 20)
+        .origin(DirOrigin::new(o.path()))
+        .origin_gzip(true)
+        .build()
+        .unwrap();
     let t = Instant::now();
     let r = s.fill(&d);
     assert!(matches!(r, Err(Error::TooLarge { max, .. }) if max == 16 << 20), "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(5), "the fill did not stop at the bound: {:?}", t.elapsed());
-    let total: u64 = std::fs::read_dir(disk.path()).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+    let total: u64 =
+        std::fs::read_dir(disk.path()).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
     assert!(total < 1 << 20, "{total} bytes left on disk");
 }
 
@@ -373,7 +391,15 @@ struct SlowOrigin {
 }
 impl SlowOrigin {
     fn new(dir: &Path, delay: Duration) -> Arc<SlowOrigin> {
-        Arc::new(SlowOrigin { dir: DirOrigin::new(dir), calls: AtomicUsize::new(0), running: Mutex::new(vec![]), twice: AtomicBool::new(false), delay, fail: AtomicBool::new(false), panic: AtomicBool::new(false) })
+        Arc::new(SlowOrigin {
+            dir: DirOrigin::new(dir),
+            calls: AtomicUsize::new(0),
+            running: Mutex::new(vec![]),
+            twice: AtomicBool::new(false),
+            delay,
+            fail: AtomicBool::new(false),
+            panic: AtomicBool::new(false),
+        })
     }
 }
 #[derive(Debug, Clone)]
@@ -567,7 +593,12 @@ fn holds_disk_bound_is_lru_over_blobs_not_open() {
     let mb = 1 << 20;
     let blobs: Vec<Vec<u8>> = (0..6).map(|i| content(200 + i, mb)).collect();
     let ds: Vec<Digest> = blobs.iter().map(|b| put(o.path(), b)).collect();
-    let s = TieredStore::builder().disk_dir(disk.path()).disk_max_bytes(3 * mb as u64).origin(DirOrigin::new(o.path())).build().unwrap();
+    let s = TieredStore::builder()
+        .disk_dir(disk.path())
+        .disk_max_bytes(3 * mb as u64)
+        .origin(DirOrigin::new(o.path()))
+        .build()
+        .unwrap();
     s.fill(&ds[0]).unwrap();
     s.fill(&ds[1]).unwrap();
     s.fill(&ds[2]).unwrap();
@@ -584,7 +615,11 @@ fn holds_disk_bound_is_lru_over_blobs_not_open() {
     drop(hs);
     let st = s.stats();
     assert!(st.disk_bytes <= 3 * mb as u64, "after handles closed: {} > bound", st.disk_bytes);
-    let on_disk: u64 = ls(disk.path()).iter().filter(|n| is_blob_name(n)).map(|n| std::fs::metadata(disk.path().join(n)).unwrap().len()).sum();
+    let on_disk: u64 = ls(disk.path())
+        .iter()
+        .filter(|n| is_blob_name(n))
+        .map(|n| std::fs::metadata(disk.path().join(n)).unwrap().len())
+        .sum();
     assert_eq!(on_disk, st.disk_bytes);
     assert_eq!(st.evicted_bytes, st.evictions * mb as u64);
 }
@@ -594,12 +629,20 @@ fn holds_a_blob_bigger_than_the_bound_is_too_large_and_exactly_the_bound_fits() 
     let (o, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let big = put(o.path(), &content(30, 1_000_001));
     let exact = put(o.path(), &content(31, 1_000_000));
-    let s = TieredStore::builder().disk_dir(disk.path()).disk_max_bytes(1_000_000).origin(DirOrigin::new(o.path())).build().unwrap();
+    let s = TieredStore::builder()
+        .disk_dir(disk.path())
+        .disk_max_bytes(1_000_000)
+        .origin(DirOrigin::new(o.path()))
+        .build()
+        .unwrap();
     assert!(matches!(s.fill(&big), Err(Error::TooLarge { max: 1_000_000, .. })));
     assert!(!s.contains(&big));
     assert_eq!(s.fill(&exact).unwrap(), Source::Origin);
     assert!(s.contains(&exact));
-    assert!(matches!(TieredStore::builder().disk_dir(tempfile::tempdir().unwrap().path()).disk_max_bytes(0).build(), Err(Error::Config { .. })));
+    assert!(matches!(
+        TieredStore::builder().disk_dir(tempfile::tempdir().unwrap().path()).disk_max_bytes(0).build(),
+        Err(Error::Config { .. })
+    ));
 }
 
 /// An origin that never ends: the fill must stop "as soon as it passes the bound".
@@ -668,8 +711,17 @@ fn holds_restart_adopts_blobs_deletes_stray_temporaries_and_locks_the_directory(
     assert_eq!(st.disk_bytes, 400_000);
     // restart with a smaller bound: eviction on open
     drop(s);
-    let s = TieredStore::builder().disk_dir(disk.path()).disk_max_bytes(250_000).origin(DirOrigin::new(o.path())).build().unwrap();
-    assert!(s.stats().disk_bytes <= 250_000, "bound applied when a store opens a directory: {:?}", s.stats().disk_bytes);
+    let s = TieredStore::builder()
+        .disk_dir(disk.path())
+        .disk_max_bytes(250_000)
+        .origin(DirOrigin::new(o.path()))
+        .build()
+        .unwrap();
+    assert!(
+        s.stats().disk_bytes <= 250_000,
+        "bound applied when a store opens a directory: {:?}",
+        s.stats().disk_bytes
+    );
 }
 
 #[test]
@@ -692,7 +744,11 @@ fn holds_stray_temporaries_of_a_killed_fill_are_deleted_on_restart() {
         }
     }
     let go = Arc::new(AtomicBool::new(false));
-    let s = TieredStore::builder().disk_dir(disk.path()).origin(Stall(DirOrigin::new(o.path()), go.clone())).build().unwrap();
+    let s = TieredStore::builder()
+        .disk_dir(disk.path())
+        .origin(Stall(DirOrigin::new(o.path()), go.clone()))
+        .build()
+        .unwrap();
     let before = ls(disk.path());
     let mut temps = Vec::new();
     std::thread::scope(|sc| {
@@ -733,7 +789,12 @@ fn holds_two_processes_on_one_disk_dir_the_second_is_locked() {
     }
     let exe = std::env::current_exe().unwrap();
     let mut child = std::process::Command::new(&exe)
-        .args(["holds_two_processes_on_one_disk_dir_the_second_is_locked", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "holds_two_processes_on_one_disk_dir_the_second_is_locked",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("HOSTILE_TIER_LOCK_CHILD", disk.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -761,7 +822,8 @@ fn holds_two_processes_on_one_disk_dir_the_second_is_locked() {
 #[test]
 fn holds_disk_full_is_a_typed_error_and_leaves_nothing() {
     let mnt = tempfile::tempdir().unwrap();
-    let st = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(mnt.path()).status();
+    let st =
+        std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(mnt.path()).status();
     if !matches!(st, Ok(s) if s.success()) {
         eprintln!("SKIPPED: cannot mount tmpfs");
         return;
@@ -776,11 +838,17 @@ fn holds_disk_full_is_a_typed_error_and_leaves_nothing() {
     let o = tempfile::tempdir().unwrap();
     let big = put(o.path(), &content(50, 12 << 20));
     let small = put(o.path(), &content(51, 1 << 20));
-    let s = TieredStore::builder().disk_dir(mnt.path().join("d")).disk_max_bytes(1 << 30).origin(DirOrigin::new(o.path())).build().unwrap();
+    let s = TieredStore::builder()
+        .disk_dir(mnt.path().join("d"))
+        .disk_max_bytes(1 << 30)
+        .origin(DirOrigin::new(o.path()))
+        .build()
+        .unwrap();
     let r = s.fill(&big);
     assert!(matches!(r, Err(Error::DiskFull { .. })), "{r:?}");
     assert!(!s.contains(&big));
-    let used: u64 = std::fs::read_dir(mnt.path().join("d")).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+    let used: u64 =
+        std::fs::read_dir(mnt.path().join("d")).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
     assert!(used < 1 << 20, "a failed fill left {used} bytes");
     assert_eq!(s.fill(&small).unwrap(), Source::Origin);
     assert_eq!(read_all(&s, &small), content(51, 1 << 20));
@@ -823,7 +891,12 @@ fn holds_stats_are_consistent_and_exports_parse() {
     let a = put(o.path(), &content(70, 10_000));
     let b = put(o.path(), &content(71, 20_000));
     let missing = Digest::of(b"missing");
-    let s = TieredStore::builder().name("hostile \"q\" \\ name\n").disk_dir(disk.path()).origin(DirOrigin::new(o.path())).build().unwrap();
+    let s = TieredStore::builder()
+        .name("hostile \"q\" \\ name\n")
+        .disk_dir(disk.path())
+        .origin(DirOrigin::new(o.path()))
+        .build()
+        .unwrap();
     let mut buf = vec![0u8; 1000];
     s.read_at(&a, 0, &mut buf).unwrap();
     s.read_at(&a, 500, &mut buf).unwrap();
@@ -854,8 +927,17 @@ fn holds_stats_are_consistent_and_exports_parse() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("m.prom");
     std::fs::write(&f, &prom).unwrap();
-    let out = std::process::Command::new("promtool").args(["check", "metrics"]).stdin(std::fs::File::open(&f).unwrap()).output().expect("promtool");
-    assert!(out.status.success(), "promtool: {}{}\n{prom}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&f).unwrap())
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{prom}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(prom.lines().all(|l| l.starts_with('#') || l.starts_with("cachefs_tier_") || l.is_empty()));
 }
 
@@ -881,10 +963,8 @@ fn holds_a_change_right_after_the_fill_is_never_served() {
         }
         drop(s);
         let s = store(disk.path(), o.path());
-        if let Ok(_) = s.read_at(&d, 0, &mut buf) {
-            if buf != bytes {
-                served_bad += 1;
-            }
+        if s.read_at(&d, 0, &mut buf).is_ok() && buf != bytes {
+            served_bad += 1;
         }
     }
     assert_eq!(served_bad, 0, "changed bytes served {served_bad} times out of 40 reads");
@@ -895,7 +975,12 @@ fn holds_a_bound_too_small_for_concurrent_readers_gives_right_bytes_or_evicted()
     let (o, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let blobs: Vec<Vec<u8>> = (0..8).map(|i| content(600 + i, 600 << 10)).collect();
     let ds: Vec<Digest> = blobs.iter().map(|b| put(o.path(), b)).collect();
-    let s = TieredStore::builder().disk_dir(disk.path()).disk_max_bytes(1 << 20).origin(DirOrigin::new(o.path())).build().unwrap();
+    let s = TieredStore::builder()
+        .disk_dir(disk.path())
+        .disk_max_bytes(1 << 20)
+        .origin(DirOrigin::new(o.path()))
+        .build()
+        .unwrap();
     let evicted = AtomicUsize::new(0);
     let t = Instant::now();
     std::thread::scope(|sc| {

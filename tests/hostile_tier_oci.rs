@@ -65,7 +65,11 @@ fn holds_plain_and_gzip_layers_from_a_real_registry() {
     // missing blob: NotFound; missing repository: NotFound
     assert!(s.fill(&Digest::of(b"absent")).unwrap_err().is_not_found());
     let disk3 = tempfile::tempdir().unwrap();
-    let s3 = TieredStore::builder().disk_dir(disk3.path()).origin(OciOrigin::builder(&e.proxy.base(), "no/such").build().unwrap()).build().unwrap();
+    let s3 = TieredStore::builder()
+        .disk_dir(disk3.path())
+        .origin(OciOrigin::builder(&e.proxy.base(), "no/such").build().unwrap())
+        .build()
+        .unwrap();
     assert!(s3.fill(&d).unwrap_err().is_not_found());
 }
 
@@ -103,7 +107,8 @@ fn holds_a_connection_cut_mid_blob_is_resumed_with_range() {
     assert!(gets.len() >= 2, "{gets:?}");
     let resumed = gets[1].1.as_deref().unwrap_or("");
     assert!(resumed.starts_with("bytes=") && resumed != "bytes=0-", "second GET had Range {resumed:?}");
-    let from: u64 = resumed.trim_start_matches("bytes=").trim_end_matches('-').split('-').next().unwrap().parse().unwrap();
+    let from: u64 =
+        resumed.trim_start_matches("bytes=").trim_end_matches('-').split('-').next().unwrap().parse().unwrap();
     assert!(from > 0 && from <= 5 << 20, "{from}");
     assert_eq!(s.stats().origin_bytes, 16 << 20, "bytes received, once each");
 }
@@ -133,7 +138,10 @@ fn holds_a_gzip_layer_cut_many_times_is_resumed() {
 fn holds_no_progress_gives_up_after_max_retries() {
     let e = env();
     let d = e.push(&content(6, 1 << 20));
-    let s = e.store(OciOrigin::builder(&e.proxy.base(), REPO).max_retries(3).timeout(Duration::from_secs(2)).build().unwrap(), false);
+    let s = e.store(
+        OciOrigin::builder(&e.proxy.base(), REPO).max_retries(3).timeout(Duration::from_secs(2)).build().unwrap(),
+        false,
+    );
     e.proxy.set(ProxyMode { cut_after: Some(0), cuts: u32::MAX, ..Default::default() });
     let t = Instant::now();
     let r = s.fill(&d);
@@ -179,7 +187,8 @@ fn holds_a_registry_that_stalls_mid_blob_is_resumed_after_the_timeout() {
     let e = env();
     let bytes = content(9, 8 << 20);
     let d = e.push(&bytes);
-    let s = e.store(OciOrigin::builder(&e.proxy.base(), REPO).timeout(Duration::from_millis(800)).build().unwrap(), false);
+    let s =
+        e.store(OciOrigin::builder(&e.proxy.base(), REPO).timeout(Duration::from_millis(800)).build().unwrap(), false);
     e.proxy.set(ProxyMode { hang_after: Some(3 << 20), cuts: 1, ..Default::default() });
     let t = Instant::now();
     let r = s.fill(&d);
@@ -199,8 +208,18 @@ fn holds_bearer_token_is_sent_and_bad_urls_are_config_errors() {
     s.fill(&d).unwrap();
     let log = e.proxy.log.lock().unwrap().clone();
     assert!(log.iter().filter(|l| l.1.contains("/blobs/")).all(|l| l.3.as_deref() == Some("Bearer tok123")), "{log:?}");
-    for (base, repo) in [("", REPO), ("ftp://x", REPO), ("registry.internal", REPO), ("http://", REPO), ("http://h", ""), ("http://h", "../x"), ("http://h", "UPPER/case"), ("http://h", "a b")] {
-        let r = std::panic::catch_unwind(|| OciOrigin::builder(base, repo).build()).unwrap_or_else(|_| panic!("panic {base} {repo}"));
+    for (base, repo) in [
+        ("", REPO),
+        ("ftp://x", REPO),
+        ("registry.internal", REPO),
+        ("http://", REPO),
+        ("http://h", ""),
+        ("http://h", "../x"),
+        ("http://h", "UPPER/case"),
+        ("http://h", "a b"),
+    ] {
+        let r = std::panic::catch_unwind(|| OciOrigin::builder(base, repo).build())
+            .unwrap_or_else(|_| panic!("panic {base} {repo}"));
         assert!(matches!(r, Err(Error::Config { .. })), "{base:?} {repo:?}: {r:?}");
     }
 }

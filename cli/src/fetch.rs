@@ -40,7 +40,13 @@ pub enum FetchError {
     /// The store could not be built (bad URL, locked directory, ...).
     #[error("cannot open the store: {0}")]
     Store(TierError),
-    /// Some blobs failed; each with its error.
+    /// The origin directory given does not exist (or is not a directory).
+    #[error("--origin-dir {}: not a directory", path.display())]
+    OriginDir {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// Some blobs failed; each with its error. (The others were filled: see `Report::done`.)
     #[error("{} of {total} blob(s) failed:\n{}", failures.len(), list(failures))]
     Failed {
         /// Blobs asked for.
@@ -50,8 +56,22 @@ pub enum FetchError {
     },
 }
 
+/// One line per failure, naming the digest once (the store's errors name it already).
 fn list(failures: &[(Digest, TierError)]) -> String {
-    failures.iter().map(|(d, e)| format!("  {d}: {e}")).collect::<Vec<_>>().join("\n")
+    let line = |(d, e): &(Digest, TierError)| {
+        let message = e.to_string();
+        if message.contains(&d.to_string()) { format!("  {message}") } else { format!("  {d}: {message}") }
+    };
+    failures.iter().map(line).collect::<Vec<_>>().join("\n")
+}
+
+/// What a fetch did: the blobs filled, and the error if some failed.
+#[derive(Debug)]
+pub struct Report {
+    /// Each blob filled (even when others failed).
+    pub done: Vec<Fetched>,
+    /// `Err` if any blob failed.
+    pub outcome: Result<(), FetchError>,
 }
 
 /// One blob fetched.
@@ -87,8 +107,17 @@ fn build(o: &FetchOptions) -> Result<TieredStore, TierError> {
 
 /// Fills `digests` (up to `parallel` at once), one progress bar each on stderr, then waits (at most a
 /// minute) for the uploads to the remote tier so the fleet gets the blobs too.
-pub fn fetch(o: &FetchOptions, digests: &[Digest]) -> Result<Vec<Fetched>, FetchError> {
-    let store = build(o).map_err(FetchError::Store)?;
+pub fn fetch(o: &FetchOptions, digests: &[Digest]) -> Report {
+    let failed = |e| Report { done: Vec::new(), outcome: Err(e) };
+    if let Some(dir) = &o.origin_dir
+        && !dir.is_dir()
+    {
+        return failed(FetchError::OriginDir { path: dir.clone() });
+    }
+    let store = match build(o) {
+        Ok(store) => store,
+        Err(e) => return failed(FetchError::Store(e)),
+    };
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -116,7 +145,8 @@ pub fn fetch(o: &FetchOptions, digests: &[Digest]) -> Result<Vec<Fetched>, Fetch
         }
     }
     store.wait_for_uploads(Duration::from_secs(60));
-    if failures.is_empty() { Ok(done) } else { Err(FetchError::Failed { total: digests.len(), failures }) }
+    let outcome = if failures.is_empty() { Ok(()) } else { Err(FetchError::Failed { total: digests.len(), failures }) };
+    Report { done, outcome }
 }
 
 fn fetch_one(store: &TieredStore, d: &Digest, bar: &ProgressBar) -> Result<Fetched, TierError> {

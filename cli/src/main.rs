@@ -233,10 +233,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 gzip,
                 parallel,
             };
-            for f in fetch::fetch(&options, &digests)? {
+            let report = fetch::fetch(&options, &digests);
+            // Every blob filled is reported, even when others failed.
+            for f in &report.done {
                 println!("{} {} {}", f.digest, f.size, f.source.name());
             }
-            Ok(())
+            Ok(report.outcome?)
         }
         Command::Replay { traces, capacity, policy, shards, plot, json, threads } => {
             let capacities: Vec<Capacity> = capacity::parse_list(&capacity)?;

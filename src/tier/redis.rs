@@ -292,7 +292,11 @@ impl RedisTierBuilder {
         if self.urls.is_empty() {
             return Err(config("no Redis URL".into()));
         }
-        let bad_url = |e: RedisError| config(format!("Redis URL {:?}: {e}", self.urls.join(",")));
+        // The redis crate's detail, without its error-kind name (`InvalidClientConfig: ...`).
+        let bad_url = |e: RedisError| {
+            let detail = e.detail().map_or_else(|| e.to_string(), str::to_string);
+            config(format!("Redis URL {:?} is not valid: {detail}", self.urls.join(",")))
+        };
         let target = if self.cluster {
             let client = ClusterClient::builder(self.urls.iter().map(String::as_str))
                 .connection_timeout(self.timeout)
@@ -324,12 +328,13 @@ impl RedisTierBuilder {
     }
 }
 
-/// An error about the data (a key of the wrong type: the server answered with an error code such as
-/// `WRONGTYPE`), not about reaching Redis (I/O, time budget, cluster state, loading, out of memory).
+/// An error about the data alone (a key holding another type: `WRONGTYPE`, or a reply of a type the
+/// protocol cannot take as bytes): the copy is invalid, the server is fine. Every other error reply
+/// (`ERR`, `NOAUTH`, `NOPERM`, `LOADING`, `OOM`, …) and every transport failure is the server failing:
+/// it counts in `remote_errors` and towards the breaker.
 fn is_data_error(e: &RedisError) -> bool {
-    let reply =
-        matches!(e.code(), Some(code) if !matches!(code, "LOADING" | "BUSY" | "OOM" | "MASTERDOWN" | "READONLY"));
-    (reply || e.kind() == ErrorKind::UnexpectedReturnType) && !e.is_cluster_error() && !e.is_io_error()
+    let wrong_type = matches!(e.code(), Some("WRONGTYPE")) || e.kind() == ErrorKind::UnexpectedReturnType;
+    wrong_type && !e.is_cluster_error() && !e.is_io_error()
 }
 
 fn transport(what: &str, e: &RedisError) -> Error {

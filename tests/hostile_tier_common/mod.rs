@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A child process killed when dropped.
@@ -223,7 +223,9 @@ impl ErrServer {
                                             }
                                         }
                                     }
-                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                                    Err(e)
+                                        if e.kind() == std::io::ErrorKind::WouldBlock
+                                            || e.kind() == std::io::ErrorKind::TimedOut => {}
                                     Err(_) => break,
                                 }
                             }
@@ -285,7 +287,13 @@ impl Registry {
         let loc = header(&headers, "location").expect("Location");
         let path = loc.split_once("://").map(|(_, r)| &r[r.find('/').unwrap()..]).unwrap_or(&loc).to_string();
         let sep = if path.contains('?') { '&' } else { '?' };
-        let (status, _, body) = http(self.port, "PUT", &format!("{path}{sep}digest={digest}"), &[("Content-Type", "application/octet-stream")], bytes);
+        let (status, _, body) = http(
+            self.port,
+            "PUT",
+            &format!("{path}{sep}digest={digest}"),
+            &[("Content-Type", "application/octet-stream")],
+            bytes,
+        );
         assert_eq!(status, 201, "PUT upload: {}", String::from_utf8_lossy(&body));
         digest
     }
@@ -302,7 +310,10 @@ pub fn header(headers: &str, name: &str) -> Option<String> {
 pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -375,11 +386,13 @@ pub struct ProxyMode {
     pub hang_after: Option<u64>,
 }
 
+/// (method, path, range header, authorization header) of every request a proxy saw.
+pub type RequestLog = Arc<std::sync::Mutex<Vec<(String, String, Option<String>, Option<String>)>>>;
+
 pub struct Proxy {
     pub port: u16,
     pub mode: Arc<std::sync::Mutex<ProxyMode>>,
-    /// (method, path, range header, authorization header) of every request.
-    pub log: Arc<std::sync::Mutex<Vec<(String, String, Option<String>, Option<String>)>>>,
+    pub log: RequestLog,
     stop: Arc<AtomicBool>,
 }
 
@@ -414,7 +427,13 @@ impl Proxy {
         *self.mode.lock().unwrap() = m;
     }
     pub fn blob_gets(&self) -> Vec<(String, Option<String>)> {
-        self.log.lock().unwrap().iter().filter(|(m, p, _, _)| m == "GET" && p.contains("/blobs/")).map(|(_, p, r, _)| (p.clone(), r.clone())).collect()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p, _, _)| m == "GET" && p.contains("/blobs/"))
+            .map(|(_, p, r, _)| (p.clone(), r.clone()))
+            .collect()
     }
 }
 impl Drop for Proxy {
@@ -423,11 +442,13 @@ impl Drop for Proxy {
     }
 }
 
+// One request per connection (the origin's client does not reuse them); the loop only frames it.
+#[allow(clippy::never_loop)]
 fn serve(
     mut c: TcpStream,
     upstream: u16,
     mode: Arc<std::sync::Mutex<ProxyMode>>,
-    log: Arc<std::sync::Mutex<Vec<(String, String, Option<String>, Option<String>)>>>,
+    log: RequestLog,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     c.set_nonblocking(false)?;
@@ -447,8 +468,9 @@ fn serve(
         let first = lines.next().unwrap_or("").to_string();
         let mut parts = first.split_whitespace();
         let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-        let hdrs: Vec<(String, String)> =
-            lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
+        let hdrs: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+            .collect();
         let get = |n: &str| hdrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
         log.lock().unwrap().push((method.clone(), path.clone(), get("range"), get("authorization")));
         let is_blob = path.contains("/blobs/sha256:");
@@ -466,12 +488,14 @@ fn serve(
             }
             snapshot
         };
-        if is_blob {
-            if let Some(code) = m.status {
-                let body = format!("{{\"errors\":[{{\"code\":\"INJECTED\",\"message\":\"status {code}\"}}]}}");
-                write!(c, "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
-                return Ok(());
-            }
+        if is_blob && let Some(code) = m.status {
+            let body = format!("{{\"errors\":[{{\"code\":\"INJECTED\",\"message\":\"status {code}\"}}]}}");
+            write!(
+                c,
+                "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
         }
         // forward, Connection: close upstream
         let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
@@ -500,27 +524,27 @@ fn serve(
             if n == 0 {
                 break;
             }
-            if let Some(lim) = limit {
-                if sent + n as u64 >= lim {
-                    n = (lim - sent) as usize;
-                    c.write_all(&buf[..n])?;
-                    c.flush()?;
-                    if m.hang_after.is_some() {
-                        while !stop.load(Ordering::SeqCst) {
-                            std::thread::sleep(Duration::from_millis(20));
-                            // detect the client going away
-                            c.set_nonblocking(true)?;
-                            let mut x = [0u8; 1];
-                            let gone = matches!(c.read(&mut x), Ok(0));
-                            c.set_nonblocking(false)?;
-                            if gone {
-                                break;
-                            }
+            if let Some(lim) = limit
+                && sent + n as u64 >= lim
+            {
+                n = (lim - sent) as usize;
+                c.write_all(&buf[..n])?;
+                c.flush()?;
+                if m.hang_after.is_some() {
+                    while !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(20));
+                        // detect the client going away
+                        c.set_nonblocking(true)?;
+                        let mut x = [0u8; 1];
+                        let gone = matches!(c.read(&mut x), Ok(0));
+                        c.set_nonblocking(false)?;
+                        if gone {
+                            break;
                         }
                     }
-                    let _ = c.shutdown(std::net::Shutdown::Both);
-                    return Ok(());
                 }
+                let _ = c.shutdown(std::net::Shutdown::Both);
+                return Ok(());
             }
             c.write_all(&buf[..n])?;
             sent += n as u64;
