@@ -247,14 +247,14 @@ fn fake_redis(reply: &'static [u8]) -> String {
 }
 
 #[test]
-fn replies_of_the_wrong_type_are_invalid_copies_and_garbage_is_a_remote_error() {
+fn replies_of_the_wrong_type_are_invalid_copies_and_error_replies_or_garbage_are_remote_errors() {
     let d = Digest::of(b"x");
     let get = |url: &str| {
         let tier = RedisTier::builder(url).timeout(BUDGET).build().unwrap();
         let mut out = Vec::new();
         tier.get(&d, &mut BlobSink::new(&mut out))
     };
-    for reply in [&b":42\r\n"[..], b"*1\r\n$1\r\na\r\n", b"+OK\r\n", b"-ERR no such thing\r\n"] {
+    for reply in [&b":42\r\n"[..], b"*1\r\n$1\r\na\r\n", b"+OK\r\n"] {
         let url = fake_redis(reply);
         assert!(
             matches!(get(&url), Ok(RemoteGet::Invalid { .. })),
@@ -263,6 +263,9 @@ fn replies_of_the_wrong_type_are_invalid_copies_and_garbage_is_a_remote_error() 
             get(&url)
         );
     }
+    // An error reply is the server failing (it counts towards the breaker), as is garbage.
+    let failing = fake_redis(b"-ERR no such thing\r\n");
+    assert!(matches!(get(&failing), Err(cachefs::tier::Error::Remote { .. })), "{:?}", get(&failing));
     let garbage = fake_redis(b"HTTP/1.1 400 Bad Request\r\n\r\n");
     assert!(matches!(get(&garbage), Err(cachefs::tier::Error::Remote { .. })));
     // A store over the garbage server still serves from the origin.

@@ -76,10 +76,11 @@ pub struct TierStats {
     pub remote_bytes: u64,
     /// Remote lookups that found nothing.
     pub remote_misses: u64,
-    /// Remote calls that failed (connection, time budget, protocol): each also counts towards the breaker.
+    /// Remote calls that failed (connection, time budget, protocol, an error reply such as `-ERR` or
+    /// `-NOAUTH`): each also counts towards the breaker.
     pub remote_errors: u64,
-    /// Remote copies found incomplete or wrong (bad manifest, missing or short chunk, digest mismatch):
-    /// treated as absent.
+    /// Remote copies found incomplete or wrong (bad manifest, missing or short chunk, a key of the wrong
+    /// type, digest mismatch): treated as absent; the server itself is fine.
     pub remote_invalid: u64,
     /// Remote calls skipped because the breaker was open.
     pub remote_skipped: u64,
