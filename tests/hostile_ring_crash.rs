@@ -69,7 +69,8 @@ fn holds_sigkill_never_loses_a_flushed_record() {
     // id -> generation whose flush covered it
     let mut flushed: BTreeMap<u64, u64> = BTreeMap::new();
     let mut long_lived: Option<RingBuffer> = None;
-    let (mut acks, mut unflushed_served, mut torn, started) = (0u64, 0u64, 0u64, Instant::now());
+    let (mut acks, mut unflushed_served, mut torn, mut sacrificed_lost, started) =
+        (0u64, 0u64, 0u64, 0u64, Instant::now());
     for generation in 1..=50u64 {
         let mut child = Command::new(&exe)
             .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
@@ -128,6 +129,10 @@ fn holds_sigkill_never_loses_a_flushed_record() {
             let Some(h) = h else { continue };
             let t = Instant::now();
             assert_eq!(h.latest_id(), Some(latest), "generation {generation}: {name} sees another latest id");
+            // The oldest record of the lap shares its slot with `latest + 1`: a write of that id cut short by
+            // the kill had begun to overwrite it (as `write` documents), so it may be gone (`NotFound`),
+            // never served torn.
+            let sacrificed = (latest + 1).checked_sub(RECORDS);
             for id in (latest + 1).saturating_sub(RECORDS)..=latest {
                 let r = read_vec(h, id);
                 match (flushed.get(&id), r) {
@@ -135,6 +140,7 @@ fn holds_sigkill_never_loses_a_flushed_record() {
                         bytes == payload(id, g, len_for(id, MAXP)),
                         "generation {generation} {name}: flushed record {id} (generation {g}) not byte-identical"
                     ),
+                    (Some(_), Err(Error::NotFound { .. })) if Some(id) == sacrificed => sacrificed_lost += 1,
                     (Some(&g), Err(e)) => panic!(
                         "generation {generation} {name} ({mode:?}): flushed record {id} (generation {g}) lost: {e:?}"
                     ),
@@ -157,7 +163,7 @@ fn holds_sigkill_never_loses_a_flushed_record() {
         ring.close().unwrap();
     }
     eprintln!(
-        "50 kills, {acks} flushes acknowledged, {} flushed ids tracked, {unflushed_served} unflushed records served, {torn} torn refused, {:.1} s",
+        "50 kills, {acks} flushes acknowledged, {} flushed ids tracked, {unflushed_served} unflushed records served, {torn} torn refused, {sacrificed_lost} records overwritten by a write the kill cut short, {:.1} s",
         flushed.len(),
         started.elapsed().as_secs_f64()
     );

@@ -74,7 +74,10 @@
 //!   then the header naming the latest id (`write.rs`). After a crash (even `SIGKILL` mid-write) the
 //!   writer's next open recovers the latest id from the header's hints, each verified against the record
 //!   it names (`recover.rs`): every record flushed before the crash is served byte-identical, records
-//!   written but not flushed are served if intact or missing, and none is served torn.
+//!   written but not flushed are served if intact or missing, and none is served torn. One exception,
+//!   which follows from [`write`](RingBuffer::write) overwriting the record one lap older: if the crash
+//!   cut short the write of `latest + 1`, the record it was replacing (`latest + 1 - records`, the oldest
+//!   of the lap) is gone too, flushed or not, and reads `NotFound`.
 //! - **Geometry**: reopening with another geometry is [`Error::GeometryMismatch`]; a file shorter than
 //!   its header requires is [`Error::FileTooShort`]; neither changes anything on disk.
 //! - **Memory**: in [`IoMode::Mmap`] the files are mapped whole but pages become resident only when read
