@@ -15,6 +15,8 @@ pub mod otel;
 pub mod ring;
 mod stripe;
 mod sync;
+#[cfg(feature = "tier")]
+pub mod tier;
 
 pub use cache::{Cache, CacheBuilder, CacheStats, DEFAULT_MAX_CAPACITY, Iter, Policy, RemovalCause};
 pub use clock::ManualClock;

@@ -266,3 +266,86 @@ pub fn register_ring(meter: &Meter, ring: &crate::ring::RingBuffer) -> Registrat
     }
     Registration { _counters: counters, _gauges: gauges, _latency: None }
 }
+
+#[cfg(feature = "tier")]
+type PickTier = fn(&crate::tier::TierStats) -> u64;
+
+/// Registers a [`TieredStore`](crate::tier::TieredStore)'s counters, gauges and fill latency on `meter`,
+/// attribute `cache` (its name); with features `otel` and `tier`. The registration does not keep the
+/// store alive: once it is dropped, nothing more is reported.
+///
+/// Counters `cachefs.tier.*`: `disk_hits`, `bytes_read`, `remote_hits`, `remote_bytes`,
+/// `remote_misses`, `remote_errors`, `remote_invalid`, `remote_skipped`, `origin_fetches`,
+/// `origin_bytes`, `origin_errors`, `fills`, `fill_errors`, `verified`, `corrupt`, `evictions`,
+/// `evicted_bytes`, `uploads`, `upload_bytes`, `upload_errors`, `uploads_dropped`, `breaker_opened`.
+/// Gauges: `cachefs.tier.upload_queue`, `.breaker_state` (0 closed, 1 open, 2 half-open),
+/// `.disk_blobs`, `.disk_bytes`, `.disk_max_bytes`, `.open_blobs`. Latency:
+/// `cachefs.tier.operation.duration` (`fill_remote`, `fill_origin`).
+///
+/// ```
+/// use cachefs::tier::TieredStore;
+/// use opentelemetry::global;
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = TieredStore::builder().name("layers").disk_dir(dir.path()).build()?;
+/// let _registration = cachefs::otel::register_tier(&global::meter("my-service"), &store);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "tier")]
+pub fn register_tier(meter: &Meter, store: &crate::tier::TieredStore) -> Registration {
+    let source = store.stats_source();
+    let name = KeyValue::new("cache", store.stats().name);
+    let observer = |pick: PickTier| {
+        let (s, attr) = (source.clone(), name.clone());
+        move |o: &dyn opentelemetry::metrics::AsyncInstrument<u64>| {
+            if let Some(stats) = s.stats() {
+                o.observe(pick(&stats), std::slice::from_ref(&attr))
+            }
+        }
+    };
+    let specs: [(bool, &'static str, &'static str, PickTier); 28] = [
+        (true, "cachefs.tier.disk_hits", "{read}", |s| s.disk_hits),
+        (true, "cachefs.tier.bytes_read", "By", |s| s.bytes_read),
+        (true, "cachefs.tier.remote_hits", "{blob}", |s| s.remote_hits),
+        (true, "cachefs.tier.remote_bytes", "By", |s| s.remote_bytes),
+        (true, "cachefs.tier.remote_misses", "{blob}", |s| s.remote_misses),
+        (true, "cachefs.tier.remote_errors", "{error}", |s| s.remote_errors),
+        (true, "cachefs.tier.remote_invalid", "{blob}", |s| s.remote_invalid),
+        (true, "cachefs.tier.remote_skipped", "{call}", |s| s.remote_skipped),
+        (true, "cachefs.tier.origin_fetches", "{blob}", |s| s.origin_fetches),
+        (true, "cachefs.tier.origin_bytes", "By", |s| s.origin_bytes),
+        (true, "cachefs.tier.origin_errors", "{error}", |s| s.origin_errors),
+        (true, "cachefs.tier.fills", "{blob}", |s| s.fills),
+        (true, "cachefs.tier.fill_errors", "{error}", |s| s.fill_errors),
+        (true, "cachefs.tier.verified", "{blob}", |s| s.verified),
+        (true, "cachefs.tier.corrupt", "{blob}", |s| s.corrupt),
+        (true, "cachefs.tier.evictions", "{blob}", |s| s.evictions),
+        (true, "cachefs.tier.evicted_bytes", "By", |s| s.evicted_bytes),
+        (true, "cachefs.tier.uploads", "{blob}", |s| s.uploads),
+        (true, "cachefs.tier.upload_bytes", "By", |s| s.upload_bytes),
+        (true, "cachefs.tier.upload_errors", "{error}", |s| s.upload_errors),
+        (true, "cachefs.tier.uploads_dropped", "{blob}", |s| s.uploads_dropped),
+        (true, "cachefs.tier.breaker_opened", "{event}", |s| s.breaker_opened),
+        (false, "cachefs.tier.upload_queue", "{blob}", |s| s.upload_queue),
+        (false, "cachefs.tier.breaker_state", "1", |s| s.breaker.code()),
+        (false, "cachefs.tier.disk_blobs", "{blob}", |s| s.disk_blobs),
+        (false, "cachefs.tier.disk_bytes", "By", |s| s.disk_bytes),
+        (false, "cachefs.tier.disk_max_bytes", "By", |s| s.disk_max_bytes),
+        (false, "cachefs.tier.open_blobs", "{blob}", |s| s.open_blobs),
+    ];
+    let mut counters = Vec::new();
+    let mut gauges = Vec::new();
+    for (is_counter, metric, unit, pick) in specs {
+        let observe = observer(pick);
+        if is_counter {
+            counters
+                .push(meter.u64_observable_counter(metric).with_unit(unit).with_callback(move |o| observe(o)).build());
+        } else {
+            gauges.push(meter.u64_observable_gauge(metric).with_unit(unit).with_callback(move |o| observe(o)).build());
+        }
+    }
+    let latency = latency_gauge(meter, "cachefs.tier.operation.duration", name, move || {
+        source.stats().map(|s| s.latency).unwrap_or_default()
+    });
+    Registration { _counters: counters, _gauges: gauges, _latency: Some(latency) }
+}

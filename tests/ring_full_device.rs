@@ -59,9 +59,7 @@ fn a_ring_larger_than_the_device_fails_at_open_and_leaves_nothing() {
         assert!(matches!(e, Error::StorageFull { .. }), "{mode:?}: {e}");
         assert!(e.to_string().contains("no space left"), "{e}");
         let left: Vec<_> = std::fs::read_dir(fs.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(left, ["big.ring"], "the second shard was removed");
-        assert_eq!(std::fs::metadata(fs.path().join("big.ring")).map(|m| m.len()).unwrap_or(0), 0);
-        std::fs::remove_file(fs.path().join("big.ring")).unwrap();
+        assert!(left.is_empty(), "{mode:?}: a failed creation leaves nothing behind: {left:?}");
     }
     // A ring that fits (2 MiB) works to the last byte of every slot, in either mode.
     let path = fs.path().join("small.ring");

@@ -3,6 +3,7 @@
 //! `cachefs replay TRACE...` replays cache traces through cachefs's policies, the peer caches and
 //! Belady's optimum, and prints hit ratios as Markdown tables (or JSON), optionally with an SVG chart.
 //! `cachefs ring inspect PATH` checks a ring buffer's files; `cachefs ring bench` measures the ring.
+//! `cachefs fetch DIGEST...` fills blobs through the tiered store (disk, Redis, origin).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,7 +32,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Compare cachefs with quick_cache, moka, mini-moka and Mutex<LruCache>: throughput by workload and
-    /// thread count, memory per entry, hit ratio on two embedded traces. About 1-2 minutes.
+    /// thread count, memory per entry, hit ratio on two embedded traces. About 30 s on 2 cores.
     Compare {
         /// Measuring time per table cell, in seconds.
         #[arg(long, default_value_t = 0.25)]
@@ -48,6 +49,43 @@ enum Command {
         /// A tiny run (seconds), for smoke tests.
         #[arg(long)]
         smoke: bool,
+    },
+    /// Fill blobs through the tiered store (disk, then Redis, then the origin), a progress bar per blob;
+    /// prints `<digest> <bytes> <source>` per blob.
+    Fetch {
+        /// Digests, `sha256:<64 hex>`.
+        #[arg(required = true)]
+        digests: Vec<String>,
+        /// The disk tier's directory.
+        #[arg(long)]
+        disk_dir: PathBuf,
+        /// The disk tier's bound (bytes; K, M, G, T suffixes).
+        #[arg(long, default_value = "10G", value_parser = cachefs_cli::fetch::parse_bytes)]
+        disk_max_bytes: u64,
+        /// A Redis server shared by the fleet, `redis://host:port`.
+        #[arg(long, conflicts_with = "redis_cluster")]
+        redis: Option<String>,
+        /// A Redis Cluster: node URLs, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        redis_cluster: Vec<String>,
+        /// Redis per-request time budget, milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        redis_timeout_ms: u64,
+        /// A directory origin (files `sha256_<hex>`, or an OCI image layout).
+        #[arg(long, conflicts_with = "registry")]
+        origin_dir: Option<PathBuf>,
+        /// An OCI registry origin, `http(s)://host[:port]` (with --repo).
+        #[arg(long, requires = "repo")]
+        registry: Option<String>,
+        /// The registry repository, e.g. `library/python`.
+        #[arg(long, requires = "registry")]
+        repo: Option<String>,
+        /// The origin serves gzip; digests name the decompressed content.
+        #[arg(long)]
+        gzip: bool,
+        /// Blobs filled at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
     },
     /// Replay cache traces (one u64 key per line, gzip or plain) and print hit ratios.
     Replay {
@@ -83,7 +121,8 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum RingCommand {
     /// Print a ring's geometry and latest id and verify every record, with a progress bar. Opens the ring
-    /// read-only: safe while a writer is running, and changes nothing. Exit code 1 if a record is corrupt.
+    /// read-only: safe while a writer is running, and changes nothing. Exit code 1 if a record is corrupt,
+    /// 2 for any other failure (a missing or non-ring file, bad arguments).
     Inspect {
         /// The ring's first file (`ring.dat`; the other shards are found from its header).
         path: PathBuf,
@@ -134,6 +173,8 @@ enum CliError {
     Threads(String),
     #[error("--seconds-per-cell must be a positive number of seconds, got {0}")]
     CellTime(f64),
+    #[error(transparent)]
+    Fetch(#[from] cachefs_cli::fetch::FetchError),
     #[error("cannot create the chart's directory {path}: {source}")]
     ChartDir { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -165,6 +206,39 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Compare { seconds_per_cell, threads, traces, plot, smoke } => {
             compare_command(seconds_per_cell, &threads, &traces, &plot, smoke)
+        }
+        Command::Fetch {
+            digests,
+            disk_dir,
+            disk_max_bytes,
+            redis,
+            redis_cluster,
+            redis_timeout_ms,
+            origin_dir,
+            registry,
+            repo,
+            gzip,
+            parallel,
+        } => {
+            use cachefs_cli::fetch;
+            let digests = fetch::parse_digests(&digests)?;
+            let options = fetch::FetchOptions {
+                disk_dir,
+                disk_max_bytes,
+                redis,
+                redis_cluster,
+                redis_timeout: std::time::Duration::from_millis(redis_timeout_ms.max(1)),
+                origin_dir,
+                registry: registry.zip(repo),
+                gzip,
+                parallel,
+            };
+            let report = fetch::fetch(&options, &digests);
+            // Every blob filled is reported, even when others failed.
+            for f in &report.done {
+                println!("{} {} {}", f.digest, f.size, f.source.name());
+            }
+            Ok(report.outcome?)
         }
         Command::Replay { traces, capacity, policy, shards, plot, json, threads } => {
             let capacities: Vec<Capacity> = capacity::parse_list(&capacity)?;

@@ -74,7 +74,10 @@
 //!   then the header naming the latest id (`write.rs`). After a crash (even `SIGKILL` mid-write) the
 //!   writer's next open recovers the latest id from the header's hints, each verified against the record
 //!   it names (`recover.rs`): every record flushed before the crash is served byte-identical, records
-//!   written but not flushed are served if intact or missing, and none is served torn.
+//!   written but not flushed are served if intact or missing, and none is served torn. One exception,
+//!   which follows from [`write`](RingBuffer::write) overwriting the record one lap older: if the crash
+//!   cut short the write of `latest + 1`, the record it was replacing (`latest + 1 - records`, the oldest
+//!   of the lap) is gone too, flushed or not, and reads `NotFound`.
 //! - **Geometry**: reopening with another geometry is [`Error::GeometryMismatch`]; a file shorter than
 //!   its header requires is [`Error::FileTooShort`]; neither changes anything on disk.
 //! - **Memory**: in [`IoMode::Mmap`] the files are mapped whole but pages become resident only when read
@@ -202,8 +205,11 @@ impl fmt::Debug for RingBuffer {
 }
 
 impl RingBuffer {
-    /// Opens the ring at `path` for writing, creating it (preallocated) if it does not exist, and
-    /// recovers its latest id after a crash. `path` is shard 0; further shards are `path.1`, `path.2`, ….
+    /// Opens the ring at `path` for writing, creating it (preallocated) if it does not exist or is an
+    /// empty file, and recovers its latest id after a crash. `path` is shard 0; further shards are
+    /// `path.1`, `path.2`, …. A creation interrupted by a crash is finished by the next open; any other
+    /// file at `path` whose first page is not a ring header (zeros included) is refused and left as it is,
+    /// and so is a file in the way of a new ring's further shard.
     ///
     /// # Errors
     /// [`Error::InvalidOptions`] for an impossible geometry; [`Error::Locked`] if another handle has the

@@ -130,16 +130,29 @@ fn new_nonce() -> u64 {
     h.finish()
 }
 
+/// The shard count in the header of a ring still being created (no complete ring has none).
+const CREATING: u32 = 0;
+
 impl Shards {
     /// Opens the ring at `base` for writing, creating it with `layout` if it does not exist (or its
     /// creation never finished), and takes the writer's lock.
     pub(crate) fn open_writer(base: &Path, layout: Layout) -> Result<Shards, Error> {
+        let existed = base.exists();
         let file = open_file(base, true, true)?;
         lock_exclusive(&file, base)?;
         let len = len_of(&file, base)?;
         let page = read_header_page(&file, base)?;
-        let expected = layout.shard_len(0).expect("checked by Layout::new");
+        let created = |result: Result<Shards, Error>| {
+            // A creation that failed (a full device) leaves nothing behind: not even shard 0, if this
+            // open made it.
+            if result.is_err() && !existed {
+                let _ = std::fs::remove_file(base);
+            }
+            result
+        };
         match ShardHeader::decode(&page) {
+            // An unfinished creation (`create` marks shard 0 first): start it again.
+            Ok(h) if h.shards == CREATING => created(Shards::create(base, file, layout)),
             Ok(h) => {
                 if h.geometry != layout.geometry() {
                     return Err(Error::GeometryMismatch {
@@ -150,8 +163,9 @@ impl Shards {
                 }
                 Shards::check(base, file, h, layout, true)
             }
-            Err(HeaderProblem::Blank) if len <= expected => Shards::create(base, file, layout),
-            Err(_) if len == 0 => Shards::create(base, file, layout),
+            // Only an empty file is new. A zero header page on a file with content is a damaged ring or
+            // somebody else's file: refused, never overwritten.
+            Err(_) if len == 0 => created(Shards::create(base, file, layout)),
             Err(problem) => Err(problem.into_error(base)),
         }
     }
@@ -207,28 +221,45 @@ impl Shards {
         Ok(Shards { layout, files, nonce: h.nonce })
     }
 
-    /// Creates every shard file of a new ring; shard 0 (`file0`, locked, empty or blank) last. On
-    /// failure, removes the files it created and empties shard 0.
+    /// Creates every shard file of a new ring. Shard 0 (`file0`, locked, empty or marked as being
+    /// created) is first marked as being created (a valid header with no shards, made durable), and gets
+    /// its real header last: a crash anywhere leaves a file the next open recognises as unfinished and
+    /// creates again, while a file with a zero header page is never taken for one. A shard path already
+    /// holding a file that is not a ring shard (or a blank leftover of an unfinished creation) is refused,
+    /// never overwritten. On failure, removes the files it created and empties shard 0.
     fn create(base: &Path, file0: File, layout: Layout) -> Result<Shards, Error> {
         let nonce = new_nonce();
         let mut files: Vec<ShardFile> = Vec::with_capacity(layout.shards() as usize);
         let mut created: Vec<PathBuf> = Vec::new();
         let result = (|| {
+            let marker = ShardHeader { geometry: layout.geometry(), index: 0, shards: CREATING, nonce };
+            file0.set_len(0).map_err(|e| Error::io(base, e))?;
+            file0.write_all_at(&marker.encode(), 0).map_err(|e| Error::io(base, e))?;
+            file0.sync_all().map_err(|e| Error::io(base, e))?;
             for i in 1..layout.shards() {
                 let path = Layout::shard_path(base, i);
-                if !path.exists() {
+                if path.exists() {
+                    let other = open_file(&path, false, false)?;
+                    let page = read_header_page(&other, &path)?;
+                    if !page.is_empty() && matches!(ShardHeader::decode(&page), Err(p) if p != HeaderProblem::Blank) {
+                        return Err(Error::BadHeader {
+                            path: path.clone(),
+                            reason: "a file that is not a shard of a ring is in the way of a new ring's shard",
+                        });
+                    }
+                } else {
                     created.push(path.clone());
                 }
                 let file = open_file(&path, true, true)?;
                 file.set_len(0).map_err(|e| Error::io(&path, e))?;
                 files.push(ShardFile { path, file });
             }
-            file0.set_len(0).map_err(|e| Error::io(base, e))?;
             files.insert(
                 0,
                 ShardFile { path: base.to_path_buf(), file: file0.try_clone().map_err(|e| Error::io(base, e))? },
             );
             for (i, shard) in files.iter().enumerate() {
+                // Shard 0 holds its marker page: preallocated from its length on.
                 preallocate(&shard.file, &shard.path, layout.shard_len(i as u32).expect("checked"))?;
             }
             // Headers last, shard 0's very last: a blank shard 0 header means an unfinished creation.
@@ -331,13 +362,35 @@ mod tests {
     }
 
     #[test]
-    fn an_unfinished_creation_is_created_again() {
+    fn an_unfinished_creation_is_created_again_and_a_blank_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("ring.dat");
-        std::fs::write(&base, vec![0u8; 4096 + 100]).unwrap();
+        // What a crash mid-creation leaves: shard 0 marked as being created, maybe partly preallocated.
+        let marker = ShardHeader { geometry: layout(25).geometry(), index: 0, shards: CREATING, nonce: 7 };
+        let mut page = marker.encode();
+        page.resize(4096 + 100, 0);
+        std::fs::write(&base, &page).unwrap();
         let s = Shards::open_writer(&base, layout(25)).unwrap();
         assert_eq!(std::fs::metadata(&base).unwrap().len(), 4096 + 640);
         drop(s);
         assert!(Shards::open_reader(&base).is_ok());
+        // A file whose first page is zero is a damaged ring or somebody else's: refused, unchanged.
+        let blank = dir.path().join("blank.dat");
+        let mut content = vec![0u8; 4096];
+        content.extend_from_slice(b"precious data");
+        std::fs::write(&blank, &content).unwrap();
+        assert!(matches!(Shards::open_writer(&blank, layout(25)), Err(Error::BadHeader { .. })));
+        assert_eq!(std::fs::read(&blank).unwrap(), content, "left untouched");
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_new_shard_is_refused_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("app.log");
+        let rotated = Layout::shard_path(&base, 1);
+        std::fs::write(&rotated, b"yesterday's log").unwrap();
+        assert!(matches!(Shards::open_writer(&base, layout(25)), Err(Error::BadHeader { .. })));
+        assert_eq!(std::fs::read(&rotated).unwrap(), b"yesterday's log");
+        assert!(!base.exists(), "the failed creation removed the shard 0 it made");
     }
 }

@@ -146,11 +146,16 @@ impl OsBackend {
                 dirs.insert(rel_dir.into());
             }
         }
-        match fs::symlink_metadata(&target) {
-            Ok(m) if m.file_type().is_symlink() => self.walk(path, &rel)?,
-            Ok(_) | Err(_) => {}
-        }
-        match fs::metadata(&target) {
+        // One `lstat` answers for anything but a symlink; a symlink is walked (it must stay inside
+        // the root) and then followed.
+        let meta = match fs::symlink_metadata(&target) {
+            Ok(m) if m.file_type().is_symlink() => {
+                self.walk(path, &rel)?;
+                fs::metadata(&target)
+            }
+            other => other,
+        };
+        match meta {
             Ok(m) if m.is_dir() => Err(Error::NotAFile { path: path.to_string() }),
             Ok(_) => Ok(target),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(target),
