@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::capacity::Capacity;
-use crate::peers::{Peer, Val};
+use crate::peers::Peer;
 use crate::replay::{self, Contender};
 use crate::trace::{self, Trace, TraceError};
 use crate::workload::{self, Mix};
@@ -147,7 +147,7 @@ fn workloads(s: &Settings) -> Vec<Workload> {
 
 /// Runs every workload at every thread count on every peer. `progress` hears each finished cell.
 pub fn throughput(s: &Settings, progress: &dyn Fn(&str)) -> Vec<Row> {
-    let value: Val = Val::new([1; 64]);
+    let values = workload::Values::new();
     let mut rows = Vec::new();
     for w in workloads(s) {
         for &threads in &s.threads {
@@ -160,7 +160,7 @@ pub fn throughput(s: &Settings, progress: &dyn Fn(&str)) -> Vec<Row> {
                     }
                     let cache = peer.build(w.capacity);
                     for &k in &w.prefill {
-                        cache.insert(k, value.clone());
+                        cache.insert(k, values.for_key(k));
                     }
                     cache.settle();
                     let (ops, time) = workload::run(cache.as_ref(), &streams, w.mix, u64::MAX, s.cell_time);
