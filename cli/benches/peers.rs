@@ -15,9 +15,11 @@ const BATCH: u64 = 1_024;
 fn peers(c: &mut Criterion) {
     let zipf: Vec<Vec<u64>> = (0..4).map(|t| workload::zipf_stream(1_000_000, 1 << 20, t)).collect();
     let resident: Vec<Vec<u64>> = (0..4).map(|t| workload::zipf_stream(CAPACITY, 1 << 20, 10 + t)).collect();
+    let uniform: Vec<Vec<u64>> = (0..4).map(|t| workload::uniform_stream(CAPACITY, 1 << 20, 20 + t)).collect();
     let values = workload::Values::new();
     for (name, mix, keys, capacity, ceiling) in [
         ("read_only", Mix::ReadOnly, &resident, 2 * CAPACITY, true),
+        ("read_only_uniform", Mix::ReadOnly, &uniform, 2 * CAPACITY, true),
         ("insert_on_miss", Mix::InsertOnMiss, &zipf, CAPACITY, false),
         ("reads_90", Mix::Reads(90), &zipf, CAPACITY, false),
         ("reads_50", Mix::Reads(50), &zipf, CAPACITY, false),

@@ -29,6 +29,14 @@ pub fn zipf_stream(n: u64, len: usize, seed: u64) -> Vec<u64> {
     (0..len).map(|_| scramble(zipf.sample(&mut rng) as u64 - 1)).collect()
 }
 
+/// A stream of `len` keys drawn uniformly from the ranks `0..n` (scrambled as [`zipf_stream`]'s are):
+/// every lookup lands on a different part of the cache, so it measures memory latency, not the hot set.
+pub fn uniform_stream(n: u64, len: usize, seed: u64) -> Vec<u64> {
+    let ranks = rand_distr::Uniform::new(0, n.max(1)).expect("a non-empty range");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    (0..len).map(|_| scramble(ranks.sample(&mut rng))).collect()
+}
+
 /// The key of rank `r`.
 pub fn scramble(r: u64) -> u64 {
     r.wrapping_mul(0x9e37_79b9_7f4a_7c15)

@@ -90,11 +90,7 @@ pub(crate) struct Slot<K, V> {
 
 impl<K, V> Slot<K, V> {
     fn vacant() -> Self {
-        Slot {
-            entry: UnsafeCell::new(MaybeUninit::uninit()),
-            mark: AtomicU8::new(0),
-            generation: AtomicU32::new(0),
-        }
+        Slot { entry: UnsafeCell::new(MaybeUninit::uninit()), mark: AtomicU8::new(0), generation: AtomicU32::new(0) }
     }
 
     /// The slot's generation (see the field).

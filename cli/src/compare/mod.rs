@@ -107,6 +107,16 @@ fn workloads(s: &Settings) -> Vec<Workload> {
             ceiling: true,
         },
         Workload {
+            name: format!("read-only hits, keys uniform over {}k resident", s.resident_keys / 1000),
+            mix: Mix::ReadOnly,
+            streams: (0..max_threads)
+                .map(|t| workload::uniform_stream(s.resident_keys, stream_len, 20 + t as u64))
+                .collect(),
+            capacity: 2 * s.resident_keys,
+            prefill: (0..s.resident_keys).map(workload::scramble).collect(),
+            ceiling: true,
+        },
+        Workload {
             name: format!("Zipf get, insert on miss ({}k keys, capacity {}k)", s.zipf_keys / 1000, s.capacity / 1000),
             mix: Mix::InsertOnMiss,
             streams: zipf.clone(),
