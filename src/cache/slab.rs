@@ -537,11 +537,20 @@ impl<K, V> Slab<K, V> {
             r.batches.insert(id, batch);
             id
         };
-        let store = Arc::clone(&self.store);
-        // SAFETY: the closure owns what it uses (an `Arc` of the store and the batch id; `K` and `V` are
+        // Weak: a batch must not keep the store (every slot and the index) alive after the cache is
+        // dropped, until this thread next happens to collect. If the store is gone, `Slab::drop` has
+        // already reclaimed the batch.
+        let store = Arc::downgrade(&self.store);
+        // SAFETY: the closure owns what it uses (a `Weak` of the store and the batch id; `K` and `V` are
         // `'static` and `Send`), so it may run on any thread at any later time; the epoch runs it only
         // after every thread pinned now has unpinned, which is what `Store::reclaim` needs.
-        unsafe { guard.defer_unchecked(move || store.reclaim(id)) };
+        unsafe {
+            guard.defer_unchecked(move || {
+                if let Some(store) = store.upgrade() {
+                    store.reclaim(id);
+                }
+            });
+        }
         let flush = self.unflushed_weight.saturating_mul(8) >= capacity.max(1);
         if flush {
             self.unflushed_weight = 0;

@@ -212,17 +212,21 @@ pub fn throughput_table(rows: &[Row]) -> String {
     out
 }
 
-/// Memory per entry for every peer at `n` entries, as a table (empty if not counting).
+/// Memory per entry for every peer at `n` entries, and the peak while churning through `2n` new keys,
+/// as a table (empty if not counting).
 pub fn memory_table(n: u64) -> String {
     let mut out = format!(
-        "| cache | heap bytes per entry beyond key and value, {n} entries | cachefs ÷ this |\n|---|---:|---:|\n"
+        "| cache | heap bytes per entry beyond key and value, {n} entries | cachefs ÷ this | peak while \
+         inserting {} new keys | cachefs ÷ this |\n|---|---:|---:|---:|---:|\n",
+        2 * n
     );
-    let figures: Vec<(Peer, Option<f64>)> = Peer::ALL.iter().map(|&p| (p, memory::overhead_per_entry(p, n))).collect();
-    let ours = figures[0].1;
-    for (p, f) in &figures {
-        match (f, ours) {
-            (Some(f), Some(o)) => {
-                let _ = writeln!(out, "| {} | {f:.1} | {:.2}× |", p.name(), o / f);
+    let figures: Vec<(Peer, Option<f64>, Option<f64>)> =
+        Peer::ALL.iter().map(|&p| (p, memory::overhead_per_entry(p, n), memory::churn_peak_per_entry(p, n))).collect();
+    let (ours, ours_peak) = (figures[0].1, figures[0].2);
+    for (p, f, peak) in &figures {
+        match (f, ours, peak, ours_peak) {
+            (Some(f), Some(o), Some(peak), Some(op)) => {
+                let _ = writeln!(out, "| {} | {f:.1} | {:.2}× | {peak:.1} | {:.2}× |", p.name(), o / f, op / peak);
             }
             _ => return String::new(),
         }
