@@ -8,6 +8,7 @@
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
+use std::time::Duration;
 
 use super::removal::RemovalCause;
 use super::shard::Inserted;
@@ -123,7 +124,12 @@ where
                     _ => NEVER,
                 };
                 let (mut inserts, mut updates) = (0, 0);
-                for ((hash, key, value), weight) in group.into_iter().zip(weights) {
+                for (i, ((hash, key, value), weight)) in group.into_iter().zip(weights).enumerate() {
+                    if i > 0 {
+                        // The tick each single insert's write gives the policy (the write itself gives
+                        // the last pair's), so that a batch adapts exactly as the loop would.
+                        self.observe_if_due(shard);
+                    }
                     match shard.insert(key, value, hash, weight, expires_at, now, out, guard) {
                         Inserted::New => inserts += 1,
                         Inserted::Updated(k) => {
@@ -167,6 +173,7 @@ where
                 (out.len() - before) as u64
             });
         }
+        self.collect_departed(Duration::ZERO);
         total
     }
 }

@@ -26,9 +26,9 @@
 //! atomics protect only its own cells. A flight table's mutex guards its table; each flight's mutex
 //! guards its outcome.
 //!
-//! User code (loaders, weighers, listeners, and `Drop` of keys and values) never runs under a lock of
+//! User code (loaders, weighers, listeners, `Clone` and `Drop` of keys and values) never runs under a lock of
 //! ours: every guard is pinned before a lock is taken (the epoch runs deferred drops only in an
-//! outermost pin), values are cloned out of the index without a lock, and departures are dealt with
+//! outermost pin), values are cloned out of the index without a lock (`iter` too: it clones after unlocking), and departures are dealt with
 //! after unlocking. Two documented exceptions: key `Hash`/`Eq` run under the writer's lock (as they must
 //! to find the key), and `invalidate_if`'s predicate runs under each shard's lock.
 
@@ -66,6 +66,10 @@ pub use removal::RemovalCause;
 pub use stats::CacheStats;
 
 use crossbeam_epoch::Guard;
+
+/// How long [`Cache::run_pending_tasks`] waits at most for the epoch to drop what its cache let go.
+const PENDING_TASKS_PATIENCE: Duration = Duration::from_millis(100);
+use smallvec::SmallVec;
 
 use crate::clock::{Clock, NEVER, deadline_after};
 use crate::latency::LatencyRecorder;
@@ -167,8 +171,10 @@ struct Inner<K, V, S> {
 ///   evicted for capacity.
 /// - The eviction listener and the `Drop` of departing values run after the shard's lock is released.
 ///   A departing value is dropped once no reader can still be reading it (a reader finds entries without
-///   a lock): soon, on whichever thread next lets the epoch collect (any thread using a cache), or when
-///   the cache itself is dropped.
+///   a lock): soon, on whichever thread next lets the epoch collect (any thread using a cache); before
+///   [`run_pending_tasks`](Self::run_pending_tasks), `invalidate_all`, `invalidate_if` and
+///   `invalidate_many` return, unless another thread is inside a cache call just then; or when the cache
+///   itself is dropped.
 /// - With one shard and [`Policy::Lru`], single-threaded use evicts in exact least-recently-used order.
 /// - `get`, `contains_key` and `get_many` take no lock and, on a hit, write no cache line shared with
 ///   another thread (W-TinyLFU marks an entry only if it is not marked yet).
@@ -486,17 +492,46 @@ where
     ) -> R {
         let guard = crossbeam_epoch::pin();
         let (result, out, heavy) = self.write_with(locked, needs_clock, flush, &guard, f);
-        self.announce(&locked.store, &out, heavy, &guard);
+        self.announce(&locked.store, &out, heavy, guard);
         result
     }
 
-    /// Announces departures and, if they were heavy, lets the epoch collect; with no lock held, under the
-    /// guard their write ran under.
-    fn announce(&self, store: &Store<K, V>, out: &Removals, heavy: bool, guard: &Guard) {
-        self.notify(store, out, guard);
+    /// Counts and announces departures, with no lock held: the listener gets clones made under `guard`
+    /// (the guard their write ran under, so the slots are still readable), and runs after `guard` is
+    /// dropped, so that a slow listener holds back no thread's reclamation. If the departures were
+    /// heavy, lets the epoch collect first.
+    fn announce(&self, store: &Store<K, V>, out: &Removals, heavy: bool, guard: Guard) {
+        let Some(listener) = &self.inner.listener else {
+            // No listener: count by cause, one counter update per run of equal causes (a write's
+            // departures are nearly always one cause).
+            for run in out.chunk_by(|a, b| a.cause == b.cause) {
+                self.inner.counters.removed(run[0].cause, run.len() as u64);
+            }
+            Self::flush_if_heavy(&guard, heavy);
+            return;
+        };
+        let departed: SmallVec<[(K, V, RemovalCause); 2]> = out
+            .iter()
+            .map(|r| {
+                // SAFETY: the slot was retired under `guard`, which is still pinned, so its entry has not
+                // been handed back or dropped.
+                let entry = unsafe { store.slot_entry(r.idx) };
+                ((listener.clone_key)(&entry.key), entry.value.clone(), r.cause)
+            })
+            .collect();
+        Self::flush_if_heavy(&guard, heavy);
+        drop(guard);
+        for (key, value, cause) in departed {
+            // Counted before the listener runs, so that a listener reading the stats sees its own removal.
+            self.inner.counters.removed(cause, 1);
+            (listener.call)(key, value, cause);
+        }
+    }
+
+    /// Large departed values: moves them to the epoch's global queue and collects now, with no lock held
+    /// (collecting runs deferred drops), rather than at this thread's next 128th pin.
+    fn flush_if_heavy(guard: &Guard, heavy: bool) {
         if heavy {
-            // Large departed values: move them to the epoch's global queue and collect now, with no lock
-            // held (collecting runs deferred drops), rather than at this thread's next 128th pin.
             guard.flush();
         }
     }
@@ -522,12 +557,7 @@ where
                 shard.expire(now, &mut out, guard);
             }
             let result = f(&mut shard, now, &mut out, guard);
-            if shard.observation_due() {
-                let (hits, misses) = self.inner.counters.hits_and_misses();
-                // Caffeine's sample: ten accesses per entry the cache can hold (at most 2^20 entries' worth).
-                let sample = 10 * self.len().max(shard.len() as u64 * self.inner.shards.len() as u64).min(1 << 20);
-                shard.observe(hits, misses, sample);
-            }
+            self.observe_if_due(&mut shard);
             heavy = shard.publish_retired(guard, flush);
             locked.len.store(shard.len() as u64, Relaxed);
             locked.weight.store(shard.weight(), Relaxed);
@@ -536,26 +566,13 @@ where
         (result, out, heavy)
     }
 
-    /// Counts and announces departures; runs with no lock held, under the guard that was pinned when
-    /// the slots were retired (so they are still readable).
-    fn notify(&self, store: &Store<K, V>, removals: &Removals, _retired_under: &Guard) {
-        let Some(listener) = &self.inner.listener else {
-            // No listener: count by cause, one counter update per run of equal causes (a write's
-            // departures are nearly always one cause).
-            let mut runs = removals.chunk_by(|a, b| a.cause == b.cause);
-            for run in &mut runs {
-                self.inner.counters.removed(run[0].cause, run.len() as u64);
-            }
-            return;
-        };
-        for r in removals {
-            // SAFETY: the slot was retired under `_retired_under`, which is still pinned, so its entry
-            // has not been handed back or dropped.
-            let entry = unsafe { store.slot_entry(r.idx) };
-            let (key, value) = ((listener.clone_key)(&entry.key), entry.value.clone());
-            // Counted before the listener runs, so that a listener reading the stats sees its own removal.
-            self.inner.counters.removed(r.cause, 1);
-            (listener.call)(key, value, r.cause);
+    /// One write's tick of the policy's adaptation: every 64th hands it the cache's hit and miss counts.
+    fn observe_if_due(&self, shard: &mut Shard<K, V>) {
+        if shard.observation_due() {
+            let (hits, misses) = self.inner.counters.hits_and_misses();
+            // Caffeine's sample: ten accesses per entry the cache can hold (at most 2^20 entries' worth).
+            let sample = 10 * self.len().max(shard.len() as u64 * self.inner.shards.len() as u64).min(1 << 20);
+            shard.observe(hits, misses, sample);
         }
     }
 
@@ -657,14 +674,51 @@ where
                 (out.len() - before) as u64
             });
         }
+        self.collect_departed(Duration::ZERO);
         total
     }
 
     /// Reclaims expired entries, replays buffered reads and hands departed entries to the epoch in
-    /// every shard now, rather than on the next write to each. Never needed for correctness.
+    /// every shard now, rather than on the next write to each, then lets the epoch collect: departed
+    /// values are dropped before it returns, unless another thread stays inside a cache call (of any
+    /// cache) for the 100 ms this waits at most; they are then dropped soon after, by whichever thread
+    /// collects next. Never needed for correctness.
     pub fn run_pending_tasks(&self) {
         for locked in self.inner.shards.iter() {
             self.write_then(locked, false, true, |_, _, _, _| ());
+        }
+        self.collect_departed(PENDING_TASKS_PATIENCE);
+    }
+
+    /// Moves this thread's queued reclamations to the epoch's global queue and lets it advance and
+    /// collect until none of this cache's departed entries is waiting (they are dropped two epochs after
+    /// they were queued, and each collection takes a few batches off a queue all caches share): a few
+    /// quick attempts, then, for up to `patience`, attempts that let other threads run. A thread pinned
+    /// elsewhere (inside a cache call, or preempted there) holds the epoch back; what it protects is then
+    /// dropped later, by whichever thread collects. Called by the bulk removals (no patience) and by
+    /// [`run_pending_tasks`](Self::run_pending_tasks): after them, a thread that only reads would
+    /// otherwise keep its last batches queued (its pins collect only the global queue).
+    fn collect_departed(&self, patience: Duration) {
+        if crossbeam_epoch::is_pinned() {
+            // A listener calling back: the epoch cannot pass this thread's own pin.
+            crossbeam_epoch::pin().flush();
+            return;
+        }
+        let patience = if cfg!(loom) { Duration::ZERO } else { patience };
+        let mut started = None;
+        for attempt in 0.. {
+            if !self.inner.shards.iter().any(|locked| locked.store.reclaiming()) {
+                return;
+            }
+            crossbeam_epoch::pin().flush();
+            if attempt < 4 {
+                continue;
+            }
+            let since = *started.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= patience {
+                return;
+            }
+            std::thread::yield_now();
         }
     }
 
@@ -744,8 +798,7 @@ where
                             let guard = crossbeam_epoch::pin();
                             let (v, departures, heavy, rejected) = self.store_loaded(locked, hash, key, v, &guard);
                             leader.settle(Some(v.clone()));
-                            self.announce(&locked.store, &departures, heavy, &guard);
-                            drop(guard);
+                            self.announce(&locked.store, &departures, heavy, guard);
                             if let (Some((k, r)), Some(listener)) = (rejected, &self.inner.listener) {
                                 (listener.call)(k, r, RemovalCause::Capacity);
                             }
@@ -836,12 +889,20 @@ where
     /// assert!(cache.weighted_size() <= 10);
     /// ```
     pub fn set_max_capacity(&self, capacity: u64) {
-        let changing = self.inner.config.change();
-        self.inner.config.publish(&changing, |c| c.capacity = capacity);
+        {
+            let changing = self.inner.config.change();
+            self.inner.config.publish(&changing, |c| c.capacity = capacity);
+        }
+        // The change lock is released before any shard evicts, so the listener runs under no lock of ours
+        // (it may reconfigure the cache). Each shard takes its share of the capacity in force when it
+        // applies it, under its own lock: a shard's last update comes after the last change's publish, so
+        // concurrent changes leave every shard at the share of the last one.
         let shards = self.inner.shards.len();
         for (i, locked) in self.inner.shards.iter().enumerate() {
-            let share = builder::shard_capacity(capacity, shards, i);
-            self.write_then(locked, false, true, |shard, _, out, guard| shard.set_capacity(share, out, guard));
+            self.write_then(locked, false, true, |shard, _, out, guard| {
+                let share = builder::shard_capacity(self.inner.config.load().capacity, shards, i);
+                shard.set_capacity(share, out, guard);
+            });
         }
     }
 
@@ -857,10 +918,14 @@ where
     /// entries' deadlines before this returns. Turning it on counts every held entry as read now.
     pub fn set_time_to_idle(&self, tti: Option<Duration>) {
         let nanos = tti.map(|d| u64::try_from(d.as_nanos()).unwrap_or(NEVER));
-        let changing = self.inner.config.change();
-        self.inner.config.publish(&changing, |c| c.tti = nanos);
+        {
+            let changing = self.inner.config.change();
+            self.inner.config.publish(&changing, |c| c.tti = nanos);
+        }
+        // As in `set_max_capacity`: no lock of ours is held while departures are announced, and each
+        // shard applies the setting in force when it takes its lock.
         for locked in self.inner.shards.iter() {
-            self.write(locked, true, |shard, now, _, _| shard.set_tti(nanos, now.unwrap_or(0)));
+            self.write(locked, true, |shard, now, _, _| shard.set_tti(self.inner.config.load().tti, now.unwrap_or(0)));
         }
     }
 
@@ -877,7 +942,7 @@ where
     }
 
     /// Iterates over clones of the live entries, one shard at a time: weakly consistent, each shard's
-    /// part is a snapshot taken under its lock.
+    /// part is the entries live when it was visited (the clones are made after its lock is released).
     pub fn iter(&self) -> Iter<'_, K, V, S>
     where
         K: Clone,
@@ -892,9 +957,19 @@ where
     {
         let locked = self.inner.shards.get(index)?;
         let guard = crossbeam_epoch::pin();
-        let shard = locked.lock(&guard);
-        let now = (self.inner.config.load().expiring() || shard.has_timers()).then(|| self.inner.clock.now());
-        Some(shard.snapshot(now))
+        let live = {
+            let shard = locked.lock(&guard);
+            let now = (self.inner.config.load().expiring() || shard.has_timers()).then(|| self.inner.clock.now());
+            shard.live_slots(now)
+        };
+        // The clones (user code) run after the lock is released, under `guard`.
+        let entries = live.into_iter().map(|idx| {
+            // SAFETY: the slot was occupied under the lock, with `guard` pinned before it was taken: even if
+            // it has been retired since, it is not reclaimed while `guard` lives.
+            let entry = unsafe { locked.store.slot_entry(idx) };
+            (entry.key.clone(), entry.value.clone())
+        });
+        Some(entries.collect())
     }
 
     /// Heap bytes of the cache's own structures (slots, timers, indices), without what keys and values

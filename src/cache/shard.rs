@@ -235,10 +235,31 @@ impl<K: Eq, V> Shard<K, V> {
     }
 
     fn evict_to_fit(&mut self, out: &mut Removals, guard: &Guard) {
+        // Each entry is refiled at most once per call (its filed deadline is then its real one).
+        let mut refiles = self.slab.len();
         while self.weight > self.capacity {
             let Some(victim) = self.policy.victim(&mut self.slab, &self.wheel) else { break };
+            if refiles > 0 && self.refile_if_read_since(victim) {
+                refiles -= 1;
+                continue;
+            }
             out.push(self.remove_at(victim, RemovalCause::Capacity, guard));
         }
+    }
+
+    /// For a policy that evicts by deadline: if `idx`'s real deadline is later than the one it is filed
+    /// under (a lock-free read has moved its time-to-idle on since), files it under the real one and
+    /// returns true, so that the victim is chosen again on real deadlines.
+    fn refile_if_read_since(&mut self, idx: u32) -> bool {
+        if !self.policy.by_deadline() || self.tti.is_none() || !self.slab.has_timers() {
+            return false;
+        }
+        let deadline = self.slab.timer(idx).deadline(self.tti);
+        if deadline <= self.slab.wheel(idx).filed {
+            return false;
+        }
+        self.file_timer(idx);
+        true
     }
 
     fn remove_at(&mut self, idx: u32, cause: RemovalCause, guard: &Guard) -> Removal {
@@ -323,17 +344,9 @@ impl<K: Eq, V> Shard<K, V> {
         self.slab.publish_retired(guard, now, self.capacity)
     }
 
-    /// Clones of the live entries (for iteration).
-    pub(crate) fn snapshot(&self, now: Option<u64>) -> Vec<(K, V)>
-    where
-        K: Clone,
-        V: Clone,
-    {
-        self.slab
-            .iter()
-            .filter(|&(i, _)| now.is_none_or(|now| !self.is_expired(i, now)))
-            .map(|(_, e)| (e.key.clone(), e.value.clone()))
-            .collect()
+    /// The slots of the live entries (for iteration, which clones them after unlocking).
+    pub(crate) fn live_slots(&self, now: Option<u64>) -> Vec<u32> {
+        self.slab.iter().map(|(i, _)| i).filter(|&i| now.is_none_or(|now| !self.is_expired(i, now))).collect()
     }
 
     /// Checks every structural invariant; panics with a description on the first that fails.

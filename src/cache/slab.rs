@@ -232,6 +232,11 @@ impl<K, V> Store<K, V> {
         self.timers.get(idx).map(|t| &t.timer)
     }
 
+    /// Whether batches handed to the epoch are still waiting for their reclamation.
+    pub(crate) fn reclaiming(&self) -> bool {
+        !self.reclaim.lock().batches.is_empty()
+    }
+
     /// Reclaims batch `id` (from its deferred function): drops its entries and queues its slots.
     fn reclaim(&self, id: u64) {
         let Some(mut batch) = self.reclaim.lock().batches.remove(&id) else { return };

@@ -129,6 +129,11 @@ impl PolicyState {
         }
     }
 
+    /// Whether victims are chosen by the deadline the timer wheel filed them under (`Policy::Ttl`).
+    pub(crate) fn by_deadline(&self) -> bool {
+        matches!(self, PolicyState::Ttl(_))
+    }
+
     /// The entry to evict next for capacity.
     pub(crate) fn victim<K, V>(&mut self, slab: &mut Slab<K, V>, wheel: &TimerWheel) -> Option<u32> {
         match self {
