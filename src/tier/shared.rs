@@ -74,12 +74,12 @@ impl Shared {
 
     /// Pins `d` on disk with its file open, filling it first if needed.
     ///
-    /// The leader of a fill pins the blob before it ends its flight, and nothing removes a blob while
-    /// its flight runs, so a thread that filled a blob always reads it. A thread that waited for
+    /// The leader of a fill pins the blob and opens its file before it ends its flight, and nothing
+    /// removes a blob while its flight runs, so a thread that filled a blob always reads it. A thread that waited for
     /// another's flight pins afterwards and may find the blob evicted again (an explicit `evict`, or a
     /// disk bound smaller than the blobs in use); it then goes round again, at most `ATTEMPTS` times.
     pub(crate) fn acquire(&self, d: &Digest, progress: Option<&dyn Fn(Progress)>) -> Result<Pinned, Error> {
-        let mut source = Source::Disk;
+        let source = Source::Disk;
         let mut lookup = self.disk.pin(d);
         for _ in 0..ATTEMPTS {
             if let Lookup::Pinned { size, verified, generation } = lookup
@@ -90,13 +90,23 @@ impl Shared {
             lookup = match self.flights.join(d) {
                 Role::Leader(leader) => {
                     let result = self.fill_locked(d, progress);
-                    let lookup = if result.is_ok() { self.disk.pin(d) } else { Lookup::Absent };
+                    // Pinned and opened before the flight ends: an `evict` (which waits for the flight)
+                    // may then unlink the file, but this thread reads the open file regardless.
+                    let opened = match (&result, self.disk.pin(d)) {
+                        (Ok(filled), Lookup::Pinned { size, verified, generation }) => {
+                            self.open_pinned(d, size, verified, generation, *filled)
+                        }
+                        _ => Ok(None),
+                    };
                     if result.is_err() {
                         self.counters.add(Count::FillError, 1);
                     }
                     leader.finish(result.as_ref().map(|_| ()).map_err(Clone::clone));
-                    source = result?;
-                    lookup
+                    result?;
+                    if let Some(pinned) = opened? {
+                        return Ok(pinned);
+                    }
+                    Lookup::Absent
                 }
                 Role::Waited(result) => {
                     result?;
