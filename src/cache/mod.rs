@@ -707,7 +707,9 @@ where
         let patience = if cfg!(loom) { Duration::ZERO } else { patience };
         let mut started = None;
         for attempt in 0.. {
-            if !self.inner.shards.iter().any(|locked| locked.store.reclaiming()) {
+            // The first attempts run regardless: they also let the epoch free what else this thread
+            // queued (replaced index tables).
+            if attempt >= 4 && !self.inner.shards.iter().any(|locked| locked.store.reclaiming()) {
                 return;
             }
             crossbeam_epoch::pin().flush();
