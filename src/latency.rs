@@ -9,6 +9,7 @@
 
 use std::cell::Cell;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -94,7 +95,9 @@ thread_local! {
 #[derive(Debug)]
 pub(crate) struct LatencyRecorder {
     ops: &'static [&'static str],
-    sample_every: u32,
+    /// Changeable while the cache runs ([`LatencyRecorder::set_sample_every`]). Relaxed: a thread that
+    /// sees the old rate for a while samples a few operations more or fewer.
+    sample_every: AtomicU32,
     /// One lock per stripe guards that stripe's histograms (one per op). Report-only: std locks.
     stripes: Box<[Mutex<Vec<Histogram<u64>>>]>,
 }
@@ -108,7 +111,7 @@ impl LatencyRecorder {
         let stripes = default_stripes().min(8);
         LatencyRecorder {
             ops,
-            sample_every: config.sample_every.max(1),
+            sample_every: AtomicU32::new(config.sample_every.max(1)),
             stripes: (0..stripes).map(|_| Mutex::new(ops.iter().map(|_| histogram()).collect())).collect(),
         }
     }
@@ -116,16 +119,22 @@ impl LatencyRecorder {
     /// Starts timing an operation if this one is sampled.
     #[inline]
     pub(crate) fn start(&self) -> Option<Instant> {
+        let every = self.sample_every.load(Relaxed);
         COUNTDOWN.with(|c| {
-            let left = c.get().min(self.sample_every);
+            let left = c.get().min(every);
             if left > 1 {
                 c.set(left - 1);
                 None
             } else {
-                c.set(self.sample_every);
+                c.set(every);
                 Some(Instant::now())
             }
         })
+    }
+
+    /// Times one operation in `config.sample_every` from now on (0 counts as 1).
+    pub(crate) fn set_sample_every(&self, config: LatencyConfig) {
+        self.sample_every.store(config.sample_every.max(1), Relaxed);
     }
 
     /// Records the time since `start` under operation `op` (an index into the recorder's ops).

@@ -8,14 +8,43 @@
 //! loom, as tokio does: they never decide control flow, and modelling them would only blow up the
 //! state space.
 //!
-//! The wrappers give both back ends one API: `read()`, `write()`, `try_write()` and `lock()` return guards
+//! The wrappers give both back ends one API: `read()`, `write()`, `lock()` and `try_lock()` return guards
 //! directly (a panicking thread cannot leave shard state half-updated in a way poisoning would catch: every
 //! mutation of a shard completes before user code runs, see `cache/mod.rs`).
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Memory shared between threads whose accesses the caller orders by other means (the engine's slots).
+/// Loom's version checks that those accesses never race; this one is `std`'s, with loom's API.
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+#[cfg(not(loom))]
+#[derive(Debug, Default)]
+#[repr(transparent)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        UnsafeCell(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a pointer for reading.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Runs `f` with a pointer for writing.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
 
 #[cfg(loom)]
 pub(crate) use loom::thread::JoinHandle;
@@ -59,8 +88,14 @@ mod imp {
     pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
 
     /// A reader-writer lock; readers share, writers exclude.
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     pub(crate) struct RwLock<T>(parking_lot::RwLock<T>);
+
+    impl<T: Default> Default for RwLock<T> {
+        fn default() -> Self {
+            Self::new(T::default())
+        }
+    }
 
     impl<T> RwLock<T> {
         pub(crate) fn new(value: T) -> Self {
@@ -71,9 +106,6 @@ mod imp {
         }
         pub(crate) fn write(&self) -> WriteGuard<'_, T> {
             self.0.write()
-        }
-        pub(crate) fn try_write(&self) -> Option<WriteGuard<'_, T>> {
-            self.0.try_write()
         }
     }
 
@@ -87,6 +119,9 @@ mod imp {
         }
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
+        }
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock()
         }
         pub(crate) fn into_inner(self) -> T {
             self.0.into_inner()
@@ -141,9 +176,6 @@ mod imp {
         pub(crate) fn write(&self) -> WriteGuard<'_, T> {
             self.0.write().unwrap_or_else(|e| e.into_inner())
         }
-        pub(crate) fn try_write(&self) -> Option<WriteGuard<'_, T>> {
-            self.0.try_write().ok()
-        }
     }
 
     /// A mutual-exclusion lock.
@@ -168,6 +200,9 @@ mod imp {
         }
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock().ok()
         }
         pub(crate) fn into_inner(self) -> T {
             self.0.into_inner().unwrap_or_else(|e| e.into_inner())
@@ -213,7 +248,6 @@ mod tests {
         {
             let _r1 = lock.read();
             let _r2 = lock.read();
-            assert!(lock.try_write().is_none(), "readers exclude writers");
         }
         *lock.write() += 1;
         assert_eq!(*lock.read(), 2);
@@ -223,6 +257,7 @@ mod tests {
             *p.0.lock() = true;
             p.1.notify_all();
         });
+        assert!(pair.0.try_lock().is_some());
         let mut ready = pair.0.lock();
         while !*ready {
             ready = pair.1.wait(ready);

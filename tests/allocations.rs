@@ -1,5 +1,7 @@
-//! Counts heap allocations made by the current thread to prove the hot paths allocate nothing:
-//! a `get` hit, and the steady state of insert / evict / update once the slabs have grown.
+//! Counts heap allocations made by the current thread to prove the hot paths allocate nothing: a `get`
+//! hit, and the steady state of insert / evict / update once the slabs have grown (but for the epoch's
+//! own bookkeeping: a 2 KiB queue node each time departed entries are flushed to it, at most once per
+//! eighth of a shard's capacity departed).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -37,6 +39,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The tests run one at a time: the epoch runs deferred work (another test's reclamation) on whichever
+/// thread pins, which would count against the test measuring.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn allocations_during(f: impl FnOnce()) -> u64 {
     let before = ALLOCATIONS.with(Cell::get);
     f();
@@ -47,6 +53,7 @@ const POLICIES: [Policy; 4] = [Policy::Lru, Policy::Lfu, Policy::Ttl, Policy::Hy
 
 #[test]
 fn a_get_hit_allocates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for policy in POLICIES {
         let cache: Cache<u64, Arc<[u8; 64]>> = Cache::builder().max_capacity(10_000).policy(policy).build();
         for k in 0..1_000 {
@@ -68,6 +75,7 @@ fn a_get_hit_allocates_nothing() {
 
 #[test]
 fn a_get_hit_with_expiry_allocates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cache: Cache<String, u64> = Cache::builder()
         .max_capacity(100)
         .time_to_live(std::time::Duration::from_secs(600))
@@ -85,6 +93,7 @@ fn a_get_hit_with_expiry_allocates_nothing() {
 
 #[test]
 fn steady_state_churn_allocates_nothing_for_entries() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for policy in POLICIES {
         // u64 keys and values need no allocation of their own, so any allocation would be the cache's.
         let cache: Cache<u64, u64> = Cache::builder().max_capacity(1_024).shards(4).policy(policy).build();
@@ -106,18 +115,24 @@ fn steady_state_churn_allocates_nothing_for_entries() {
         for _ in 0..200_000 {
             step(&cache);
         }
+        let departures = |c: &Cache<u64, u64>| c.stats().removed_by_cause.iter().sum::<u64>();
+        let departed_before = departures(&cache);
         let n = allocations_during(|| {
             for _ in 0..100_000 {
                 step(&cache);
             }
         });
-        assert_eq!(n, 0, "{policy:?}: churn allocated {n} times");
+        let departed = departures(&cache) - departed_before;
+        // Nothing per entry: the epoch's queue node when departed entries are flushed to it, at most once
+        // per eighth of a shard's capacity departed (32 departures here: 256-entry shards).
+        assert!(n * 16 <= departed, "{policy:?}: churn allocated {n} times for {departed} departures");
         assert!(cache.stats().evictions() > 10_000);
     }
 }
 
 #[test]
 fn cachefs_read_hits_allocate_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     use cachefs::fs::{Backend, CacheFs, MemBackend, WriteMode};
     use std::io::Read;
 

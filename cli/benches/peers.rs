@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cachefs_cli::peers::{Peer, Val};
+use cachefs_cli::peers::Peer;
 use cachefs_cli::workload::{self, Mix};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -15,9 +15,11 @@ const BATCH: u64 = 1_024;
 fn peers(c: &mut Criterion) {
     let zipf: Vec<Vec<u64>> = (0..4).map(|t| workload::zipf_stream(1_000_000, 1 << 20, t)).collect();
     let resident: Vec<Vec<u64>> = (0..4).map(|t| workload::zipf_stream(CAPACITY, 1 << 20, 10 + t)).collect();
-    let value: Val = Val::new([7; 64]);
+    let uniform: Vec<Vec<u64>> = (0..4).map(|t| workload::uniform_stream(CAPACITY, 1 << 20, 20 + t)).collect();
+    let values = workload::Values::new();
     for (name, mix, keys, capacity, ceiling) in [
         ("read_only", Mix::ReadOnly, &resident, 2 * CAPACITY, true),
+        ("read_only_uniform", Mix::ReadOnly, &uniform, 2 * CAPACITY, true),
         ("insert_on_miss", Mix::InsertOnMiss, &zipf, CAPACITY, false),
         ("reads_90", Mix::Reads(90), &zipf, CAPACITY, false),
         ("reads_50", Mix::Reads(50), &zipf, CAPACITY, false),
@@ -31,8 +33,11 @@ fn peers(c: &mut Criterion) {
                 }
                 let cache = peer.build(capacity);
                 match mix {
-                    Mix::ReadOnly => (0..CAPACITY).for_each(|r| cache.insert(workload::scramble(r), value.clone())),
-                    _ => keys[0].iter().take(2 * CAPACITY as usize).for_each(|&k| cache.insert(k, value.clone())),
+                    Mix::ReadOnly => (0..CAPACITY).for_each(|r| {
+                        let k = workload::scramble(r);
+                        cache.insert(k, values.for_key(k))
+                    }),
+                    _ => keys[0].iter().take(2 * CAPACITY as usize).for_each(|&k| cache.insert(k, values.for_key(k))),
                 }
                 cache.settle();
                 let streams = &keys[..threads];

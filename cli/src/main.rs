@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Compare cachefs with quick_cache, moka, mini-moka and Mutex<LruCache>: throughput by workload and
-    /// thread count, memory per entry, hit ratio on two embedded traces. About 30 s on 2 cores.
+    /// thread count, memory per entry, hit ratio on two embedded traces. About 50 s on 2 cores.
     Compare {
         /// Measuring time per table cell, in seconds.
         #[arg(long, default_value_t = 0.25)]

@@ -24,6 +24,10 @@ impl SharedCache for cachefs::Cache<u64, Val> {
     fn insert(&self, key: u64, value: Val) {
         cachefs::Cache::insert(self, key, value)
     }
+    fn settle(&self) {
+        // Hands departed entries (and replaced index tables) to the epoch and lets it free them.
+        self.run_pending_tasks();
+    }
 }
 
 impl SharedCache for quick_cache::sync::Cache<u64, Val> {

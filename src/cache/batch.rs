@@ -1,22 +1,25 @@
-//! Batch operations: many keys, each shard's lock taken once.
+//! Batch operations: many keys at once.
 //!
-//! The keys are hashed and grouped by shard; each group is served under one acquisition of its shard's
-//! lock. Results come back in the order of the keys given. Compared with a loop of single-key calls this
-//! saves one lock round trip, one counter update and (for writes) one read-buffer replay per key.
+//! `get_many` reads every key under one epoch guard, without a lock, in two passes: the first hashes
+//! the keys and prefetches their index cells, so that the second finds them in cache (the lookups'
+//! memory latency overlaps instead of adding up); hits and misses are counted once. `insert_many` and
+//! `invalidate_many` group the keys by shard (a counting sort) and take each shard's lock once. Results
+//! come back in the order of the keys given.
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
+use std::time::Duration;
 
-use super::removal::{Removal, RemovalCause};
+use super::removal::RemovalCause;
 use super::shard::Inserted;
 use super::stats::Counter;
-use super::{Cache, Entry, Read, Removals};
+use super::{Cache, Read};
 use crate::clock::{NEVER, deadline_after};
 
 impl<K, V, S> Cache<K, V, S>
 where
-    K: Hash + Eq,
-    V: Clone,
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
     S: BuildHasher,
 {
     /// Positions `0..hashes.len()` grouped by shard (a counting sort: O(keys + shards)), as
@@ -40,6 +43,7 @@ where
     }
 
     /// The values of `keys`, in order (`None` where absent or expired). Counts a hit or miss per key.
+    /// Takes no lock (but to reclaim expired entries it finds).
     ///
     /// ```
     /// use cachefs::Cache;
@@ -54,58 +58,58 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hashes: Vec<u64> = keys.iter().map(|k| self.hash(*k)).collect();
-        let mut out: Vec<Option<V>> = vec![None; keys.len()];
-        let order = self.by_shard(&hashes);
-        for group in order.chunk_by(|a, b| a.0 == b.0) {
-            let locked = &self.inner.shards[group[0].0];
-            // W-TinyLFU takes reads as marks: one shared acquisition serves the whole group.
-            let shared = locked.shard.read();
-            if shared.marks_reads() {
-                let mut expired = false;
-                for &(_, i) in group {
-                    match self.read_entry(&shared, hashes[i], keys[i]) {
-                        Read::Hit(v, _) => out[i] = Some(v),
-                        Read::Miss => {}
-                        Read::Expired => expired = true,
-                    }
-                }
-                drop(shared);
-                if expired {
-                    self.write(locked, true, |_, _, _| ());
-                }
-                continue;
-            }
-            drop(shared);
-            // Reads the policy must see in order: one exclusive acquisition per shard applies them at
-            // once, with no trip through the read buffer (readers wait for the group, not the batch).
-            self.write(locked, false, |shard, now, _| {
-                for &(_, i) in group {
-                    // `write` reclaimed what had expired by `now`, so whatever is found is live.
-                    if let Some(idx) = shard.find(hashes[i], keys[i]) {
-                        if let (true, Some(now)) = (shard.may_expire(idx), now) {
-                            shard.note_access(idx, now);
+        let guard = crossbeam_epoch::pin();
+        let hashes: Vec<u64> = keys
+            .iter()
+            .map(|k| {
+                let hash = self.hash(*k);
+                self.shard(hash).store.prefetch(hash, &guard);
+                hash
+            })
+            .collect();
+        let mut expired = Vec::new();
+        let mut hits = 0;
+        let out: Vec<Option<V>> = keys
+            .iter()
+            .zip(&hashes)
+            .map(|(key, &hash)| {
+                let locked = self.shard(hash);
+                match self.read_entry(&locked.store, hash, *key, &guard) {
+                    Read::Hit(v, record) => {
+                        if let Some((idx, generation)) = record {
+                            self.record_read(locked, idx, generation, &guard);
                         }
-                        out[i] = Some(shard.entry(idx).value.clone());
-                        shard.record_read(idx, shard.generation(idx));
+                        hits += 1;
+                        Some(v)
+                    }
+                    Read::Miss => None,
+                    Read::Expired => {
+                        expired.push(self.shard_index(hash));
+                        None
                     }
                 }
-            });
+            })
+            .collect();
+        drop(guard);
+        expired.sort_unstable();
+        expired.dedup();
+        for s in expired {
+            self.write(&self.inner.shards[s], true, |_, _, _, _| ());
         }
-        let hits = out.iter().filter(|v| v.is_some()).count() as u64;
         self.inner.counters.add(Counter::Hit, hits);
         self.inner.counters.add(Counter::Miss, keys.len() as u64 - hits);
         out
     }
 
     /// Stores every pair, as [`insert`](Self::insert) would one by one (a later pair with an equal key
-    /// replaces an earlier one).
+    /// replaces an earlier one), taking each shard's lock once.
     pub fn insert_many(&self, entries: impl IntoIterator<Item = (K, V)>) {
         let mut entries: Vec<(u64, K, V)> = entries.into_iter().map(|(k, v)| (self.hash(&k), k, v)).collect();
         // Stable: pairs with equal keys keep their order, so the last one wins as in a loop.
         entries.sort_by_key(|e| self.shard_index(e.0));
         let mut entries = entries.into_iter().peekable();
         let mut rejected = Vec::new();
+        let mut duplicates = Vec::new();
         while let Some(first) = entries.next() {
             let index = self.shard_index(first.0);
             let mut group = vec![first];
@@ -113,17 +117,25 @@ where
                 group.push(next);
             }
             let weights: Vec<u32> = group.iter().map(|(_, k, v)| self.weigh(k, v)).collect();
-            let ttl = self.inner.ttl;
-            self.write(&self.inner.shards[index], false, |shard, now, out: &mut Removals<K, V>| {
+            let ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
+            self.write(&self.inner.shards[index], false, |shard, now, out, guard| {
                 let expires_at = match (ttl, now) {
                     (Some(ttl), Some(now)) => deadline_after(now, ttl),
                     _ => NEVER,
                 };
                 let (mut inserts, mut updates) = (0, 0);
-                for ((hash, key, value), weight) in group.into_iter().zip(weights) {
-                    match shard.insert(Entry::new(key, value, hash, weight), expires_at, now, out) {
+                for (i, ((hash, key, value), weight)) in group.into_iter().zip(weights).enumerate() {
+                    if i > 0 {
+                        // The tick each single insert's write gives the policy (the write itself gives
+                        // the last pair's), so that a batch adapts exactly as the loop would.
+                        self.observe_if_due(shard);
+                    }
+                    match shard.insert(key, value, hash, weight, expires_at, now, out, guard) {
                         Inserted::New => inserts += 1,
-                        Inserted::Updated => updates += 1,
+                        Inserted::Updated(k) => {
+                            updates += 1;
+                            duplicates.push(k);
+                        }
                         Inserted::Rejected(k, v) => rejected.push((k, v)),
                     }
                 }
@@ -131,15 +143,18 @@ where
                 self.inner.counters.add(Counter::Update, updates);
             });
         }
+        // Dropped here, outside every lock.
+        drop(duplicates);
         self.inner.counters.add(Counter::Rejection, rejected.len() as u64);
         if let Some(listener) = &self.inner.listener {
             for (k, v) in rejected {
-                listener(k, v, RemovalCause::Capacity);
+                (listener.call)(k, v, RemovalCause::Capacity);
             }
         }
     }
 
     /// Drops every key of `keys` that is present ([`RemovalCause::Invalidated`]); returns how many were.
+    /// Takes each shard's lock once.
     pub fn invalidate_many<Q>(&self, keys: &[&Q]) -> u64
     where
         K: Borrow<Q>,
@@ -148,12 +163,17 @@ where
         let hashes: Vec<u64> = keys.iter().map(|k| self.hash(*k)).collect();
         let mut total = 0;
         for group in self.by_shard(&hashes).chunk_by(|a, b| a.0 == b.0) {
-            let gone: Vec<Removal<K, V>> = self.write(&self.inner.shards[group[0].0], false, |shard, _, _| {
-                group.iter().filter_map(|&(_, i)| shard.remove(hashes[i], keys[i], RemovalCause::Invalidated)).collect()
+            total += self.write_then(&self.inner.shards[group[0].0], false, true, |shard, _, out, guard| {
+                let before = out.len();
+                for &(_, i) in group {
+                    if let Some(r) = shard.remove(hashes[i], keys[i], RemovalCause::Invalidated, guard) {
+                        out.push(r);
+                    }
+                }
+                (out.len() - before) as u64
             });
-            total += gone.len() as u64;
-            self.notify(gone);
         }
+        self.collect_departed(Duration::ZERO);
         total
     }
 }

@@ -66,7 +66,7 @@ impl<K, V> CacheBuilder<K, V> {
         CacheBuilder {
             max_capacity: DEFAULT_MAX_CAPACITY,
             shards: None,
-            hasher: ahash::RandomState::new(),
+            hasher: default_hasher(),
             policy: Policy::default(),
             ttl: None,
             tti: None,
@@ -146,8 +146,14 @@ impl<K, V, S> CacheBuilder<K, V, S> {
 
     /// Called with each entry that leaves the cache and why, after the shard's lock is released: the
     /// listener may use the cache. It runs on the thread whose call caused the removal.
-    pub fn eviction_listener(mut self, listener: impl Fn(K, V, RemovalCause) + Send + Sync + 'static) -> Self {
-        self.listener = Some(Arc::new(listener));
+    ///
+    /// The listener gets clones of the key and the value (hence `K: Clone`): a reader may still be
+    /// reading the departing entry, which is dropped once no reader can (see the cache's docs).
+    pub fn eviction_listener(mut self, listener: impl Fn(K, V, RemovalCause) + Send + Sync + 'static) -> Self
+    where
+        K: Clone,
+    {
+        self.listener = Some(Listener { call: Arc::new(listener), clone_key: K::clone });
         self
     }
 
@@ -185,6 +191,19 @@ pub(crate) fn default_shards() -> usize {
         return 2;
     }
     std::thread::available_parallelism().map_or(4, |n| n.get() * 4).next_power_of_two()
+}
+
+/// A randomly seeded hasher (flood-resistant), except under loom, whose models must take the same path
+/// on every iteration (index positions depend on the hash).
+fn default_hasher() -> ahash::RandomState {
+    #[cfg(loom)]
+    {
+        ahash::RandomState::with_seeds(1, 2, 3, 4)
+    }
+    #[cfg(not(loom))]
+    {
+        ahash::RandomState::new()
+    }
 }
 
 /// Most shards a cache is split into, whatever is requested.

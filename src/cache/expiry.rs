@@ -42,6 +42,7 @@ impl TimerWheel {
         TimerWheel { buckets: Vec::new(), occupied: [0; LEVELS], now, len: 0, refile: Vec::new() }
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -71,7 +72,7 @@ impl TimerWheel {
             self.buckets = vec![List::default(); LEVELS * SLOTS];
         }
         let b = self.locate(deadline);
-        let t = slab.timer_mut(idx);
+        let t = slab.wheel_mut(idx);
         debug_assert_eq!(t.bucket, NO_BUCKET);
         t.filed = deadline;
         t.bucket = b as u16;
@@ -79,7 +80,7 @@ impl TimerWheel {
             // Keep the current bucket sorted: walk back from the tail to the first earlier deadline.
             let mut after = self.buckets[b].tail();
             while let Some(t) = after {
-                if slab.timer(t).filed <= deadline {
+                if slab.wheel(t).filed <= deadline {
                     break;
                 }
                 after = Some(slab.link(t, Lane::Timer).prev).filter(|&p| p != super::slab::NIL);
@@ -103,7 +104,7 @@ impl TimerWheel {
 
     /// Takes `idx` out of the wheel if it is filed.
     pub(crate) fn unschedule<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
-        let b = slab.timer(idx).bucket;
+        let b = slab.wheel(idx).bucket;
         if b == NO_BUCKET {
             return;
         }
@@ -112,7 +113,7 @@ impl TimerWheel {
         if self.buckets[b].is_empty() {
             self.occupied[b / SLOTS] &= !(1 << (b % SLOTS));
         }
-        slab.timer_mut(idx).bucket = NO_BUCKET;
+        slab.wheel_mut(idx).bucket = NO_BUCKET;
         self.len -= 1;
     }
 
@@ -124,7 +125,7 @@ impl TimerWheel {
 
     fn detach<K, V>(&mut self, slab: &mut Slab<K, V>, b: usize, out: &mut Vec<u32>) {
         while let Some(idx) = self.buckets[b].pop_front(slab, Lane::Timer) {
-            slab.timer_mut(idx).bucket = NO_BUCKET;
+            slab.wheel_mut(idx).bucket = NO_BUCKET;
             self.len -= 1;
             out.push(idx);
         }
@@ -186,7 +187,7 @@ impl TimerWheel {
     fn pop_due<K, V>(&mut self, slab: &mut Slab<K, V>, tti: Option<u64>, expired: &mut Vec<u32>) {
         let cur = self.current_bucket();
         while let Some(h) = self.buckets[cur].head() {
-            if slab.timer(h).filed > self.now {
+            if slab.wheel(h).filed > self.now {
                 break;
             }
             self.unschedule(slab, h);
@@ -221,7 +222,7 @@ impl TimerWheel {
         for (b, list) in self.buckets.iter().enumerate() {
             let mut last = 0;
             for idx in list.iter(slab, Lane::Timer) {
-                let t = slab.timer(idx);
+                let t = slab.wheel(idx);
                 assert_eq!(t.bucket as usize, b, "entry filed in the wrong bucket");
                 if b == self.current_bucket() {
                     assert!(t.filed >= last, "current bucket out of order");
@@ -232,7 +233,7 @@ impl TimerWheel {
             assert_eq!(list.is_empty(), self.occupied[b / SLOTS] & (1 << (b % SLOTS)) == 0);
         }
         assert_eq!(n, self.len, "wheel length");
-        let filed = slab.iter().filter(|&(i, _)| slab.has_timers() && slab.timer(i).bucket != NO_BUCKET).count();
+        let filed = slab.iter().filter(|&(i, _)| slab.has_timers() && slab.wheel(i).bucket != NO_BUCKET).count();
         assert_eq!(filed, self.len, "entries marked filed");
     }
 }
@@ -240,16 +241,17 @@ impl TimerWheel {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::cache::entry::Entry;
+    use crate::cache::entry::{Entry, Meta};
     use crate::clock::NEVER;
     use proptest::prelude::*;
 
     fn slab_with(deadlines: &[u64]) -> Slab<usize, ()> {
         let mut s = Slab::new();
         s.enable_timers();
+        let guard = crossbeam_epoch::pin();
         for (k, &d) in deadlines.iter().enumerate() {
-            let i = s.insert(Entry::new(k, (), 0, 1));
-            s.timer_mut(i).start(d, 0);
+            let meta = Meta { hash: k as u64, weight: 1, ..Meta::default() };
+            s.insert(Entry { key: k, value: () }, meta, Some((d, 0)), &guard);
         }
         s
     }
@@ -280,7 +282,7 @@ mod tests {
         let mut slab = slab_with(&[3_000_000_000, 1_000, 50_000_000]);
         let mut w = TimerWheel::new(0);
         for i in 0..3 {
-            let d = slab.timer(i).expires_at;
+            let d = slab.timer(i).expires_at();
             w.schedule(&mut slab, i, d);
         }
         assert_eq!(w.earliest(), Some(1));
@@ -298,7 +300,7 @@ mod tests {
         let mut w = TimerWheel::new(0);
         let tti = Some(100_000_000);
         w.schedule(&mut slab, 0, 100_000_000);
-        slab.timer(0).accessed_at.store(80_000_000, crate::sync::Ordering::Relaxed);
+        slab.timer(0).touch(80_000_000);
         let mut out = Vec::new();
         w.advance(&mut slab, 150_000_000, tti, &mut out);
         assert!(out.is_empty());

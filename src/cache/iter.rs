@@ -26,8 +26,8 @@ impl<'a, K, V, S> Iter<'a, K, V, S> {
 
 impl<K, V, S> Iterator for Iter<'_, K, V, S>
 where
-    K: Hash + Eq + Clone,
-    V: Clone,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
     S: BuildHasher,
 {
     type Item = (K, V);

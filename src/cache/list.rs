@@ -63,6 +63,23 @@ impl List {
         *slab.link_mut(idx, lane) = super::slab::Link::UNLINKED;
     }
 
+    /// Puts `new` (unlinked) where `old` is in this list; `old` leaves it.
+    pub(crate) fn replace<K, V>(&mut self, slab: &mut Slab<K, V>, lane: Lane, old: u32, new: u32) {
+        let link = slab.link(old, lane);
+        *slab.link_mut(new, lane) = link;
+        if link.prev == NIL {
+            self.head = new;
+        } else {
+            slab.link_mut(link.prev, lane).next = new;
+        }
+        if link.next == NIL {
+            self.tail = new;
+        } else {
+            slab.link_mut(link.next, lane).prev = new;
+        }
+        *slab.link_mut(old, lane) = super::slab::Link::UNLINKED;
+    }
+
     pub(crate) fn pop_front<K, V>(&mut self, slab: &mut Slab<K, V>, lane: Lane) -> Option<u32> {
         let idx = self.head()?;
         self.unlink(slab, lane, idx);
@@ -98,12 +115,11 @@ impl List {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::cache::entry::Entry;
 
     fn slab(n: u32) -> Slab<u32, ()> {
         let mut s = Slab::new();
         for k in 0..n {
-            s.insert(Entry::new(k, (), 0, 1));
+            s.put(k, (), 0, 1);
         }
         s
     }

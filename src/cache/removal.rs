@@ -52,13 +52,13 @@ impl RemovalCause {
     }
 }
 
-/// An entry that left a shard, handed out after the shard's lock is released.
-#[derive(Debug)]
-pub(crate) struct Removal<K, V> {
-    pub(crate) key: K,
-    pub(crate) value: V,
+/// An entry that left a shard: its slot, retired and still readable by whoever holds the guard that was
+/// pinned when it was removed (see `slab.rs`), and why.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Removal {
+    pub(crate) idx: u32,
     pub(crate) cause: RemovalCause,
 }
 
 /// Departures collected under a lock; four fit inline, so a typical insert allocates nothing for them.
-pub(crate) type Removals<K, V> = smallvec::SmallVec<[Removal<K, V>; 4]>;
+pub(crate) type Removals = smallvec::SmallVec<[Removal; 4]>;

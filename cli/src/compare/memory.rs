@@ -7,7 +7,7 @@
 //! every cache must store them.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
 
 use crate::peers::{Peer, Val};
 
@@ -21,7 +21,10 @@ pub struct Counting;
 // SAFETY: every call is passed unchanged to the system allocator; the counter is a side effect only.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        NET.fetch_add(layout.size() as isize, Relaxed);
+        let net = NET.fetch_add(layout.size() as isize, Relaxed) + layout.size() as isize;
+        if TRACKING_PEAK.load(Relaxed) {
+            PEAK.fetch_max(net, Relaxed);
+        }
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we forward.
         unsafe { System.alloc(layout) }
     }
@@ -33,11 +36,21 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        NET.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        let delta = new_size as isize - layout.size() as isize;
+        let net = NET.fetch_add(delta, Relaxed) + delta;
+        if TRACKING_PEAK.load(Relaxed) {
+            PEAK.fetch_max(net, Relaxed);
+        }
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract, which we forward.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
+
+/// The highest [`NET`] seen while [`TRACKING_PEAK`] is on.
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+/// Whether allocations update [`PEAK`] (only during [`churn_peak_per_entry`], so that the throughput
+/// runs, which share this allocator, pay one relaxed load per allocation and no more).
+static TRACKING_PEAK: AtomicBool = AtomicBool::new(false);
 
 /// Net heap bytes allocated so far (0 unless [`Counting`] is the global allocator).
 pub fn net_bytes() -> isize {
@@ -61,4 +74,32 @@ pub fn overhead_per_entry(peer: Peer, n: u64) -> Option<f64> {
     let used = net_bytes() - after_value;
     drop(cache);
     Some(used as f64 / n as f64 - 16.0)
+}
+
+/// Peak heap bytes per entry beyond key and value for `peer` while it churns: a cache of capacity `n` is
+/// filled, then `2n` keys it has never seen are inserted (every one evicting), as a cache with a
+/// stream of new keys does in steady state. Deferred frees (an epoch's garbage, pending maintenance)
+/// show here and not in [`overhead_per_entry`]. `None` when the global allocator does not count.
+pub fn churn_peak_per_entry(peer: Peer, n: u64) -> Option<f64> {
+    let before = net_bytes();
+    let value: Val = Val::new([0; 64]);
+    let after_value = net_bytes();
+    if after_value == before {
+        return None;
+    }
+    let cache = peer.build(n);
+    for k in 0..n {
+        cache.insert(crate::workload::scramble(k), value.clone());
+    }
+    cache.settle();
+    PEAK.store(net_bytes(), Relaxed);
+    TRACKING_PEAK.store(true, Relaxed);
+    for k in n..3 * n {
+        cache.insert(crate::workload::scramble(k), value.clone());
+    }
+    cache.settle();
+    TRACKING_PEAK.store(false, Relaxed);
+    let peak = PEAK.load(Relaxed) - after_value;
+    drop(cache);
+    Some(peak as f64 / n as f64 - 16.0)
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::capacity::Capacity;
-use crate::peers::{Peer, Val};
+use crate::peers::Peer;
 use crate::replay::{self, Contender};
 use crate::trace::{self, Trace, TraceError};
 use crate::workload::{self, Mix};
@@ -107,6 +107,16 @@ fn workloads(s: &Settings) -> Vec<Workload> {
             ceiling: true,
         },
         Workload {
+            name: format!("read-only hits, keys uniform over {}k resident", s.resident_keys / 1000),
+            mix: Mix::ReadOnly,
+            streams: (0..max_threads)
+                .map(|t| workload::uniform_stream(s.resident_keys, stream_len, 20 + t as u64))
+                .collect(),
+            capacity: 2 * s.resident_keys,
+            prefill: (0..s.resident_keys).map(workload::scramble).collect(),
+            ceiling: true,
+        },
+        Workload {
             name: format!("Zipf get, insert on miss ({}k keys, capacity {}k)", s.zipf_keys / 1000, s.capacity / 1000),
             mix: Mix::InsertOnMiss,
             streams: zipf.clone(),
@@ -147,7 +157,7 @@ fn workloads(s: &Settings) -> Vec<Workload> {
 
 /// Runs every workload at every thread count on every peer. `progress` hears each finished cell.
 pub fn throughput(s: &Settings, progress: &dyn Fn(&str)) -> Vec<Row> {
-    let value: Val = Val::new([1; 64]);
+    let values = workload::Values::new();
     let mut rows = Vec::new();
     for w in workloads(s) {
         for &threads in &s.threads {
@@ -160,7 +170,7 @@ pub fn throughput(s: &Settings, progress: &dyn Fn(&str)) -> Vec<Row> {
                     }
                     let cache = peer.build(w.capacity);
                     for &k in &w.prefill {
-                        cache.insert(k, value.clone());
+                        cache.insert(k, values.for_key(k));
                     }
                     cache.settle();
                     let (ops, time) = workload::run(cache.as_ref(), &streams, w.mix, u64::MAX, s.cell_time);
@@ -202,17 +212,21 @@ pub fn throughput_table(rows: &[Row]) -> String {
     out
 }
 
-/// Memory per entry for every peer at `n` entries, as a table (empty if not counting).
+/// Memory per entry for every peer at `n` entries, and the peak while churning through `2n` new keys,
+/// as a table (empty if not counting).
 pub fn memory_table(n: u64) -> String {
     let mut out = format!(
-        "| cache | heap bytes per entry beyond key and value, {n} entries | cachefs ÷ this |\n|---|---:|---:|\n"
+        "| cache | heap bytes per entry beyond key and value, {n} entries | cachefs ÷ this | peak while \
+         inserting {} new keys | cachefs ÷ this |\n|---|---:|---:|---:|---:|\n",
+        2 * n
     );
-    let figures: Vec<(Peer, Option<f64>)> = Peer::ALL.iter().map(|&p| (p, memory::overhead_per_entry(p, n))).collect();
-    let ours = figures[0].1;
-    for (p, f) in &figures {
-        match (f, ours) {
-            (Some(f), Some(o)) => {
-                let _ = writeln!(out, "| {} | {f:.1} | {:.2}× |", p.name(), o / f);
+    let figures: Vec<(Peer, Option<f64>, Option<f64>)> =
+        Peer::ALL.iter().map(|&p| (p, memory::overhead_per_entry(p, n), memory::churn_peak_per_entry(p, n))).collect();
+    let (ours, ours_peak) = (figures[0].1, figures[0].2);
+    for (p, f, peak) in &figures {
+        match (f, ours, peak, ours_peak) {
+            (Some(f), Some(o), Some(peak), Some(op)) => {
+                let _ = writeln!(out, "| {} | {f:.1} | {:.2}× | {peak:.1} | {:.2}× |", p.name(), o / f, op / peak);
             }
             _ => return String::new(),
         }

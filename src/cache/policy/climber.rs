@@ -28,6 +28,11 @@ impl HillClimber {
         HillClimber { previous_rate: 0.0, step: STEP * capacity, capacity }
     }
 
+    /// Starts over for a cache of `capacity`.
+    pub(crate) fn restart(&mut self, capacity: u64) {
+        *self = HillClimber::new(capacity);
+    }
+
     /// Takes the hit rate of the sample just ended; returns how much to grow (positive) or shrink
     /// (negative) the window.
     pub(crate) fn step(&mut self, rate: f64) -> f64 {

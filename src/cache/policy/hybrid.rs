@@ -47,14 +47,14 @@ struct Segment {
 
 impl Segment {
     fn push<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, tag: u8) {
-        let e = slab.entry_mut(idx);
-        e.queue = tag;
-        self.weight += u64::from(e.weight);
+        let m = slab.meta_mut(idx);
+        m.queue = tag;
+        self.weight += u64::from(m.weight);
         self.queue.push_back(slab, Lane::Policy, idx);
     }
 
     fn pull<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
-        self.weight -= u64::from(slab.entry(idx).weight);
+        self.weight -= u64::from(slab.meta(idx).weight);
         self.queue.unlink(slab, Lane::Policy, idx);
     }
 }
@@ -101,6 +101,15 @@ impl Hybrid {
         self.protected_max = self.main_max / 5 * 4;
     }
 
+    /// The shard's capacity changed: the window keeps its share of it, the climber starts over, and
+    /// protected demotes what no longer fits (the caller then evicts down to the new capacity).
+    pub(crate) fn set_capacity<K, V>(&mut self, slab: &mut Slab<K, V>, capacity: u64) {
+        let share = self.window_max as f64 / self.capacity.max(1) as f64;
+        self.capacity = capacity;
+        self.climber.restart(capacity);
+        self.resize_window(slab, (capacity as f64 * share).round() as u64);
+    }
+
     /// Feeds the climber the cache-wide hit and miss counts; at the end of a sample of `sample`
     /// accesses (Caffeine's: ten per entry of the cache), moves the window as the climber says.
     pub(crate) fn observe<K, V>(&mut self, slab: &mut Slab<K, V>, hits: u64, misses: u64, sample: u64) {
@@ -118,14 +127,13 @@ impl Hybrid {
     /// Takes `idx`'s reference mark: true if it was set. A read's mark (`READ`) is counted in the sketch;
     /// the mark an insert leaves (`INSERTED`) only buys the second chance, its access already counted.
     fn consume_mark<K, V>(&mut self, slab: &Slab<K, V>, idx: u32) -> bool {
-        let e = slab.entry(idx);
-        let mark = e.mark.load(Ordering::Relaxed);
+        let mark = slab.mark(idx).load(Ordering::Relaxed);
         if mark == UNMARKED {
             return false;
         }
-        e.mark.store(UNMARKED, Ordering::Relaxed);
+        slab.mark(idx).store(UNMARKED, Ordering::Relaxed);
         if mark == READ {
-            self.sketch.increment(e.hash);
+            self.sketch.increment(slab.meta(idx).hash);
         }
         true
     }
@@ -168,13 +176,13 @@ impl Hybrid {
         self.entries += 1;
         self.sketch.ensure_capacity(self.entries);
 
-        self.sketch.increment(slab.entry(idx).hash);
-        slab.entry(idx).mark.store(INSERTED, Ordering::Relaxed);
+        self.sketch.increment(slab.meta(idx).hash);
+        slab.mark(idx).store(INSERTED, Ordering::Relaxed);
         self.window.push(slab, idx, WINDOW);
         // Spill the window into main while main has room: no contest needed.
         while self.window.weight > self.window_max {
             let Some(head) = self.window.queue.head() else { break };
-            if self.main_weight() + u64::from(slab.entry(head).weight) > self.main_max {
+            if self.main_weight() + u64::from(slab.meta(head).weight) > self.main_max {
                 break;
             }
             self.window.pull(slab, head);
@@ -184,20 +192,29 @@ impl Hybrid {
 
     /// Entry `idx` was read or overwritten: marks it (readers do the same under the shared lock).
     pub(crate) fn touch<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
-        slab.entry(idx).mark.store(READ, Ordering::Relaxed);
+        slab.mark(idx).store(READ, Ordering::Relaxed);
+    }
+
+    /// Slot `new` took over `old`'s place (a new value for its key, weighing `new`'s weight instead of
+    /// `old_weight`); it counts as an access.
+    pub(crate) fn replace<K, V>(&mut self, slab: &mut Slab<K, V>, old: u32, new: u32, old_weight: u32) {
+        let tag = slab.meta(old).queue;
+        self.segment(tag).queue.replace(slab, Lane::Policy, old, new);
+        self.reweigh(slab, new, old_weight);
+        self.touch(slab, new);
     }
 
     /// The entry's weight changed from `old_weight` to its current weight.
     pub(crate) fn reweigh<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, old_weight: u32) {
-        let e = slab.entry(idx);
-        let (tag, new) = (e.queue, u64::from(e.weight));
+        let m = slab.meta(idx);
+        let (tag, new) = (m.queue, u64::from(m.weight));
         let seg = self.segment(tag);
         seg.weight = seg.weight - u64::from(old_weight) + new;
     }
 
     pub(crate) fn unlink<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
         self.entries -= 1;
-        let tag = slab.entry(idx).queue;
+        let tag = slab.meta(idx).queue;
         self.segment(tag).pull(slab, idx);
     }
 
@@ -240,7 +257,7 @@ impl Hybrid {
                 self.window.queue.move_to_back(slab, Lane::Policy, candidate);
                 continue;
             }
-            let weight = u64::from(slab.entry(candidate).weight);
+            let weight = u64::from(slab.meta(candidate).weight);
             if weight > self.main_max {
                 // It could never fit in main: no point evicting anything for it.
                 return Some(candidate);
@@ -255,7 +272,7 @@ impl Hybrid {
                 self.probation.push(slab, candidate, PROBATION);
                 continue;
             }
-            let (c, v) = (slab.entry(candidate).hash, slab.entry(victim).hash);
+            let (c, v) = (slab.meta(candidate).hash, slab.meta(victim).hash);
             return Some(if self.sketch.frequency(c) > self.sketch.frequency(v) { victim } else { candidate });
         }
     }
@@ -266,9 +283,9 @@ impl Hybrid {
         for (tag, seg) in [(WINDOW, &self.window), (PROBATION, &self.probation), (PROTECTED, &self.protected)] {
             let mut w = 0;
             for idx in seg.queue.iter(slab, Lane::Policy) {
-                let e = slab.entry(idx);
-                assert_eq!(e.queue, tag, "entry in the wrong segment");
-                w += u64::from(e.weight);
+                let m = slab.meta(idx);
+                assert_eq!(m.queue, tag, "entry in the wrong segment");
+                w += u64::from(m.weight);
                 n += 1;
             }
             assert_eq!(w, seg.weight, "segment {tag} weight");
@@ -281,7 +298,6 @@ impl Hybrid {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::cache::entry::Entry;
 
     /// Inserts keys into a tiny model of the shard loop: admit, then evict while over capacity.
     fn run(h: &mut Hybrid, slab: &mut Slab<u64, ()>, cap: u64, keys: &[u64], resident: &mut Vec<(u64, u32)>) {
@@ -290,13 +306,13 @@ mod tests {
                 h.touch(slab, idx);
                 continue;
             }
-            let idx = slab.insert(Entry::new(k, (), k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1));
+            let idx = slab.put(k, (), k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1);
             h.admit(slab, idx);
             resident.push((k, idx));
             while resident.len() as u64 > cap {
                 let v = h.victim(slab).expect("victim");
                 h.unlink(slab, v);
-                slab.remove(v);
+                slab.remove(v, &crossbeam_epoch::pin());
                 resident.retain(|&(_, i)| i != v);
             }
             h.validate(slab);

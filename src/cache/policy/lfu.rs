@@ -33,13 +33,13 @@ impl Default for Lfu {
 
 impl Lfu {
     fn push<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, freq: u8) {
-        slab.entry_mut(idx).freq = freq;
+        slab.meta_mut(idx).freq = freq;
         self.queues[freq as usize].push_back(slab, Lane::Policy, idx);
         self.occupied |= 1 << freq;
     }
 
     fn pull<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) -> u8 {
-        let f = slab.entry(idx).freq;
+        let f = slab.meta(idx).freq;
         self.queues[f as usize].unlink(slab, Lane::Policy, idx);
         if self.queues[f as usize].is_empty() {
             self.occupied &= !(1 << f);
@@ -55,7 +55,7 @@ impl Lfu {
     /// Re-links `idx` (unlinked by [`Lfu::unlink`], which keeps its count) as if it had been read.
     pub(crate) fn readmit<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
         self.entries += 1;
-        let f = slab.entry(idx).freq;
+        let f = slab.meta(idx).freq;
         self.push(slab, idx, f);
         self.touch(slab, idx);
     }
@@ -98,7 +98,7 @@ impl Lfu {
         for (f, q) in self.queues.iter().enumerate() {
             assert_eq!(q.is_empty(), self.occupied & (1 << f) == 0, "LFU occupancy bit {f}");
             for idx in q.iter(slab, Lane::Policy) {
-                assert_eq!(slab.entry(idx).freq as usize, f, "entry in the wrong LFU queue");
+                assert_eq!(slab.meta(idx).freq as usize, f, "entry in the wrong LFU queue");
                 n += 1;
             }
         }
@@ -110,13 +110,12 @@ impl Lfu {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::cache::entry::Entry;
 
     #[test]
     fn evicts_least_frequent_then_least_recent_and_ages() {
         let mut slab = Slab::new();
         let mut lfu = Lfu::default();
-        let ids: Vec<u32> = (0..3u32).map(|k| slab.insert(Entry::new(k, (), 0, 1))).collect();
+        let ids: Vec<u32> = (0..3u32).map(|k| slab.put(k, (), 0, 1)).collect();
         for &i in &ids {
             lfu.admit(&mut slab, i);
         }
@@ -131,11 +130,11 @@ mod tests {
         for _ in 0..30 {
             lfu.touch(&mut slab, ids[0]);
         }
-        assert_eq!(slab.entry(ids[0]).freq, MAX_FREQ);
+        assert_eq!(slab.meta(ids[0]).freq, MAX_FREQ);
         for _ in 0..400 {
             lfu.touch(&mut slab, ids[1]);
         }
-        assert!(slab.entry(ids[0]).freq < 8, "old popularity must fade");
+        assert!(slab.meta(ids[0]).freq < 8, "old popularity must fade");
         lfu.validate(&slab);
     }
 }

@@ -34,14 +34,13 @@ impl Lru {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::cache::entry::Entry;
 
     #[test]
     fn victim_is_least_recently_touched() {
         let mut slab = Slab::new();
         let mut lru = Lru::default();
         assert_eq!(lru.victim(), None);
-        let ids: Vec<u32> = (0..3u32).map(|k| slab.insert(Entry::new(k, (), 0, 1))).collect();
+        let ids: Vec<u32> = (0..3u32).map(|k| slab.put(k, (), 0, 1)).collect();
         ids.iter().for_each(|&i| lru.admit(&mut slab, i));
         assert_eq!(lru.victim(), Some(ids[0]));
         lru.touch(&mut slab, ids[0]);

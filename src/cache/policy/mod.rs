@@ -86,6 +86,15 @@ impl PolicyState {
         }
     }
 
+    /// Slot `new` took over `old`'s place in a filtering policy (a new value for the key, `old_weight`
+    /// before); counts as an access.
+    pub(crate) fn replace<K, V>(&mut self, slab: &mut Slab<K, V>, old: u32, new: u32, old_weight: u32) {
+        debug_assert!(self.filters_admission(), "only W-TinyLFU keeps an entry linked while its value is replaced");
+        if let PolicyState::Hybrid(p) = self {
+            p.replace(slab, old, new, old_weight);
+        }
+    }
+
     /// Entry `idx` was read (or overwritten).
     pub(crate) fn touch<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
         match self {
@@ -93,13 +102,6 @@ impl PolicyState {
             PolicyState::Lfu(p) => p.touch(slab, idx),
             PolicyState::Ttl(p) => p.lru.touch(slab, idx),
             PolicyState::Hybrid(p) => p.touch(slab, idx),
-        }
-    }
-
-    /// Entry `idx` now weighs differently than `old_weight`.
-    pub(crate) fn reweigh<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, old_weight: u32) {
-        if let PolicyState::Hybrid(p) = self {
-            p.reweigh(slab, idx, old_weight);
         }
     }
 
@@ -113,11 +115,23 @@ impl PolicyState {
         }
     }
 
+    /// The shard's capacity is now `capacity` (the caller evicts down to it).
+    pub(crate) fn set_capacity<K, V>(&mut self, slab: &mut Slab<K, V>, capacity: u64) {
+        if let PolicyState::Hybrid(p) = self {
+            p.set_capacity(slab, capacity);
+        }
+    }
+
     /// The cache-wide hit and miss counts, for policies that adapt to them.
     pub(crate) fn observe<K, V>(&mut self, slab: &mut Slab<K, V>, hits: u64, misses: u64, sample: u64) {
         if let PolicyState::Hybrid(p) = self {
             p.observe(slab, hits, misses, sample);
         }
+    }
+
+    /// Whether victims are chosen by the deadline the timer wheel filed them under (`Policy::Ttl`).
+    pub(crate) fn by_deadline(&self) -> bool {
+        matches!(self, PolicyState::Ttl(_))
     }
 
     /// The entry to evict next for capacity.

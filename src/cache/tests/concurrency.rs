@@ -174,3 +174,46 @@ fn stress_keeps_invariants() {
         assert!(s.weighted_size <= 200);
     }
 }
+
+/// Capacity, TTL and time-to-idle changed over and over while other threads read and write: after
+/// each shrink returns the cache fits it, every entry read is live, and the structure stays valid.
+#[test]
+fn reconfiguration_while_reading_and_writing() {
+    for policy in [Policy::Lru, Policy::Hybrid] {
+        let cache: Cache<u64, u64> = Cache::builder().max_capacity(2_000).shards(8).policy(policy).build();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        thread::scope(|s| {
+            for t in 0..2u64 {
+                let (cache, stop) = (&cache, &stop);
+                s.spawn(move || {
+                    let mut x = t + 1;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        let k = (x >> 33) % 5_000;
+                        match x % 5 {
+                            0 => cache.insert(k, k),
+                            1 => {
+                                cache.remove(&k);
+                            }
+                            _ => {
+                                if let Some(v) = cache.get(&k) {
+                                    assert_eq!(v, k);
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            for round in 0..60u64 {
+                let capacity = [50, 2_000, 300, 1_000][round as usize % 4];
+                cache.set_max_capacity(capacity);
+                assert!(cache.weighted_size() <= capacity, "{policy:?}: {} over {capacity}", cache.weighted_size());
+                cache.set_time_to_live((round % 3 == 0).then(|| Duration::from_secs(60)));
+                cache.set_time_to_idle((round % 5 == 0).then(|| Duration::from_secs(60)));
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        cache.validate();
+        check_stats(&cache);
+    }
+}

@@ -13,7 +13,7 @@ use super::{Cache, CacheBuilder, RemovalCause};
 /// Everything the listener saw, in order.
 type Log<K, V> = Arc<Mutex<Vec<(K, V, RemovalCause)>>>;
 
-fn logging<K: Send + 'static, V: Send + 'static>(b: CacheBuilder<K, V>) -> (CacheBuilder<K, V>, Log<K, V>) {
+fn logging<K: Clone + Send + 'static, V: Send + 'static>(b: CacheBuilder<K, V>) -> (CacheBuilder<K, V>, Log<K, V>) {
     let log: Log<K, V> = Arc::default();
     let sink = log.clone();
     let b = b.eviction_listener(move |k, v, cause| sink.lock().unwrap().push((k, v, cause)));

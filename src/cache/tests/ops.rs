@@ -360,3 +360,106 @@ fn listener_may_load_through_the_cache_while_a_flight_rechecks() {
     assert_eq!(v, 12);
     assert!(expirations >= 1);
 }
+
+/// Every key and value is dropped exactly once, whatever path it leaves by (replaced, evicted, removed,
+/// invalidated, refused, or still held when the cache goes), even though departed entries are dropped
+/// later, by the epoch. Under Miri a double drop or a use after free is also an error.
+#[test]
+fn every_key_and_value_is_dropped_exactly_once() {
+    use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
+    static LIVE: AtomicI64 = AtomicI64::new(0);
+    #[derive(Debug, PartialEq, Eq, Hash)]
+    struct Counted(u64);
+    impl Counted {
+        fn new(v: u64) -> Self {
+            LIVE.fetch_add(1, SeqCst);
+            Counted(v)
+        }
+    }
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            Counted::new(self.0)
+        }
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, SeqCst);
+        }
+    }
+    let n = if cfg!(miri) { 40 } else { 2_000 };
+    for policy in POLICIES {
+        {
+            let cache: Cache<Counted, std::sync::Arc<Counted>> = Cache::builder()
+                .max_capacity(16)
+                .policy(policy)
+                .weigher(|k: &Counted, _| if k.0.is_multiple_of(97) { 1_000 } else { 1 })
+                .eviction_listener(|_, _, _| {})
+                .build();
+            for i in 0..n {
+                let k = i % 40;
+                cache.insert(Counted::new(k), std::sync::Arc::new(Counted::new(i)));
+                if i % 7 == 0 {
+                    cache.remove(&Counted::new(k + 1));
+                }
+                if i % 11 == 0 {
+                    cache.invalidate(&Counted::new(k + 2));
+                }
+                let _ = cache.get(&Counted::new(k));
+            }
+            cache.invalidate_if(|k, _| k.0 % 3 == 0);
+            cache.validate();
+        }
+        // Entries the epoch still held when the cache went were dropped with it.
+        assert_eq!(LIVE.load(SeqCst), 0, "{policy:?}: keys and values alive after the cache was dropped");
+    }
+}
+
+#[test]
+fn capacity_ttl_tti_and_sampling_change_while_running() {
+    for policy in POLICIES {
+        let (b, log) = logging(Cache::builder().max_capacity(100).policy(policy));
+        let cache = b.build();
+        for k in 0..100u32 {
+            cache.insert(k, k);
+        }
+        cache.set_max_capacity(10);
+        assert!(cache.weighted_size() <= 10, "{policy:?}: {}", cache.weighted_size());
+        assert_eq!(cache.capacity(), 10);
+        let evicted = log.lock().unwrap().iter().filter(|e| e.2 == RemovalCause::Capacity).count() as u64;
+        assert_eq!(evicted, 100 - cache.len(), "{policy:?}: shrinking evicts, cause Capacity");
+        cache.set_max_capacity(1_000);
+        for k in 100..600u32 {
+            cache.insert(k, k);
+        }
+        assert!(cache.len() > 400, "{policy:?}: growing makes room ({})", cache.len());
+        cache.validate();
+    }
+    let clock = ManualClock::new();
+    let cache: Cache<u32, u32> = Cache::builder().max_capacity(100).clock(clock.clone()).build();
+    cache.insert(1, 1);
+    cache.set_time_to_live(Some(Duration::from_secs(10)));
+    cache.insert(2, 2);
+    clock.advance(Duration::from_secs(11));
+    assert_eq!((cache.get(&1), cache.get(&2)), (Some(1), None), "the TTL applies to later inserts only");
+    cache.set_time_to_live(None);
+    cache.insert(3, 3);
+    cache.set_time_to_idle(Some(Duration::from_secs(5)));
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(cache.get(&3), Some(3), "read within the idle time");
+    clock.advance(Duration::from_secs(4));
+    assert_eq!(cache.get(&1), None, "idle for 7 s: expired");
+    assert_eq!(cache.get(&3), Some(3), "read 4 s ago");
+    cache.set_time_to_idle(None);
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(cache.get(&3), Some(3), "no idle limit any more");
+    cache.validate();
+    assert!(!cache.set_latency_sampling(crate::LatencyConfig { sample_every: 1 }), "built without recording");
+    let timed: Cache<u32, u32> = Cache::builder().latency(crate::LatencyConfig { sample_every: 1_000_000 }).build();
+    timed.insert(1, 1);
+    assert!(timed.set_latency_sampling(crate::LatencyConfig { sample_every: 1 }));
+    for _ in 0..10 {
+        timed.get(&1);
+    }
+    let hits = timed.latency().into_iter().find(|l| l.op == "get_hit").map_or(0, |l| l.count);
+    assert!(hits >= 9, "every read timed after the change: {hits}");
+}
