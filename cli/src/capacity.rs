@@ -65,7 +65,8 @@ impl Capacity {
     /// Entries for a trace with `unique` distinct keys (at least 1).
     pub fn entries(self, unique: usize) -> u64 {
         match self {
-            Capacity::Percent(p) => ((unique as f64 * p / 100.0).round() as u64).max(1),
+            // libCacheSim's convention: floor(unique × N / 100), at least one entry.
+            Capacity::Percent(p) => ((unique as f64 * p / 100.0).floor() as u64).max(1),
             Capacity::Entries(n) => n,
         }
     }
@@ -92,6 +93,8 @@ mod tests {
             vec![Capacity::Percent(1.0), Capacity::Percent(5.0), Capacity::Entries(1000)]
         );
         assert_eq!(Capacity::Percent(10.0).entries(186_880), 18_688);
+        // floor(unique × N / 100), as libCacheSim counts: 1% of 7,075 is 70 (rounding gave 71).
+        assert_eq!(Capacity::Percent(1.0).entries(7_075), 70);
         assert_eq!(Capacity::Percent(0.001).entries(10), 1);
         assert_eq!(Capacity::Entries(7).to_string(), "7");
         assert_eq!(default_sweep().len(), 4);

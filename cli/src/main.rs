@@ -101,6 +101,13 @@ enum Command {
         /// Shards for cachefs's caches (default: what a user gets by default).
         #[arg(long)]
         shards: Option<usize>,
+        /// Seed of the hashers of cachefs, moka and quick_cache: the same seed prints the same tables.
+        #[arg(long, default_value_t = replay::DEFAULT_SEED)]
+        seed: u64,
+        /// libCacheSim's best of seven per cell, as `scripts/libcachesim-best.py` prints it (the column is
+        /// left out if the file is absent).
+        #[arg(long, default_value = "docs/best-of-7.tsv")]
+        reference: PathBuf,
         /// Also draw an SVG chart here.
         #[arg(long)]
         plot: Option<PathBuf>,
@@ -161,6 +168,8 @@ enum Mode {
 enum CliError {
     #[error(transparent)]
     Trace(#[from] TraceError),
+    #[error(transparent)]
+    Reference(#[from] cachefs_cli::replay::reference::ReferenceError),
     #[error(transparent)]
     Capacity(#[from] CapacityError),
     #[error(transparent)]
@@ -240,7 +249,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(report.outcome?)
         }
-        Command::Replay { traces, capacity, policy, shards, plot, json, threads } => {
+        Command::Replay { traces, capacity, policy, shards, seed, reference, plot, json, threads } => {
+            let reference =
+                if reference.exists() { Some(replay::reference::Reference::load(&reference)?) } else { None };
             let capacities: Vec<Capacity> = capacity::parse_list(&capacity)?;
             let contenders: Vec<Contender> =
                 policy.split(',').filter(|p| !p.trim().is_empty()).map(str::parse).collect::<Result<_, _>>()?;
@@ -256,12 +267,42 @@ fn run(cli: Cli) -> Result<(), CliError> {
             );
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let started = Instant::now();
-            let results = replay::sweep(&loaded, &capacities, &contenders, shards, threads, &|n| bar.inc(n));
+            let results = replay::sweep(&loaded, &capacities, &contenders, shards, seed, threads, &|n| bar.inc(n));
             bar.finish_and_clear();
             if json {
                 println!("{}", report::json(&results));
             } else {
-                print!("{}", report::markdown(&results));
+                print!("{}", report::markdown(&results, reference.as_ref()));
+                print!("{}", report::means(&results, reference.as_ref()));
+                let hybrid = Contender::Ours(cachefs::Policy::Hybrid);
+                if contenders.contains(&hybrid) {
+                    // The default policy's spread over five seeds (this one and the next four).
+                    let mut seeds = vec![report::mean_hit_ratio(&results, "hybrid").unwrap_or(0.0)];
+                    for i in 1..5 {
+                        let more = replay::sweep(
+                            &loaded,
+                            &capacities,
+                            &[hybrid],
+                            shards,
+                            seed.wrapping_add(i),
+                            threads,
+                            &|_| {},
+                        );
+                        seeds.push(report::mean_hit_ratio(&more, "hybrid").unwrap_or(0.0));
+                    }
+                    let (lo, hi) = seeds.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &m| (lo.min(m), hi.max(m)));
+                    let list: Vec<String> = seeds.iter().map(|m| format!("{m:.2}")).collect();
+                    println!(
+                        "hybrid's mean over 5 seeds ({seed} to {}): {}%; spread {:.2} pp\n",
+                        seed.wrapping_add(4),
+                        list.join(", "),
+                        hi - lo
+                    );
+                }
+                println!(
+                    "Seed {seed}. moka runs its pending work after every insert (it never holds more than its \
+                     capacity); N% is floor(unique keys × N / 100) entries."
+                );
                 eprintln!("replayed in {:.1} s on {threads} threads", started.elapsed().as_secs_f64());
             }
             if let Some(path) = plot {

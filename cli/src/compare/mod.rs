@@ -258,8 +258,16 @@ pub fn hit_ratio_table(traces: &[Trace], threads: usize) -> String {
         Contender::LruCrate,
         Contender::Opt,
     ];
-    let results = replay::sweep(traces, &crate::capacity::default_sweep(), &contenders, None, threads, &|_| {});
-    crate::report::markdown(&results)
+    let results = replay::sweep(
+        traces,
+        &crate::capacity::default_sweep(),
+        &contenders,
+        None,
+        replay::DEFAULT_SEED,
+        threads,
+        &|_| {},
+    );
+    crate::report::markdown(&results, None)
 }
 
 /// Loads arc_P3 from `dir` if it is there.

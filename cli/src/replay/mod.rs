@@ -2,6 +2,7 @@
 //! single-threaded per replay, replays spread over the machine's cores.
 
 pub mod opt;
+pub mod reference;
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,7 +21,9 @@ use crate::trace::Trace;
 pub enum Contender {
     /// A cachefs policy through the real `Cache`.
     Ours(Policy),
-    /// `moka::sync::Cache`.
+    /// `moka::sync::Cache`, its pending work run after every insert so that it never holds more than
+    /// its capacity (left to itself it evicts lazily, and a replay that never lets it catch up measures
+    /// a bigger cache).
     Moka,
     /// `quick_cache::sync::Cache`.
     QuickCache,
@@ -93,29 +96,92 @@ fn drive(cache: &dyn SharedCache, keys: &[u64], progress: &dyn Fn(u64)) -> u64 {
     hits
 }
 
-/// cachefs as a user builds it, with `policy` and, if given, `shards`.
-fn ours(policy: cachefs::Policy, capacity: u64, shards: Option<usize>) -> cachefs::Cache<u64, Val> {
-    let mut b = cachefs::Cache::builder().max_capacity(capacity).policy(policy);
+/// The default seed of [`sweep`]'s hashers: a replay prints the same tables on every run.
+pub const DEFAULT_SEED: u64 = 1;
+
+/// A hasher seeded from `seed`, for every cache that lets its hasher be chosen (cachefs, moka,
+/// quick_cache), so that which keys share a shard or a sketch counter is the same on every run.
+fn hasher(seed: u64) -> ahash::RandomState {
+    let mix = |x: u64, k: u64| (x ^ k).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    ahash::RandomState::with_seeds(
+        mix(seed, 1),
+        mix(seed, 0xbf58_476d_1ce4_e5b9),
+        mix(seed, 0x94d0_49bb_1331_11eb),
+        mix(seed, 0x2545_f491_4f6c_dd1d),
+    )
+}
+
+/// moka at its capacity: its pending work (evictions included) runs after every insert.
+struct FairMoka(moka::sync::Cache<u64, Val, ahash::RandomState>);
+
+impl SharedCache for FairMoka {
+    fn get(&self, key: u64) -> bool {
+        self.0.get(&key).is_some()
+    }
+    fn insert(&self, key: u64, value: Val) {
+        self.0.insert(key, value);
+        self.0.run_pending_tasks();
+    }
+}
+
+type SeededQuickCache = quick_cache::sync::Cache<
+    u64,
+    Val,
+    quick_cache::UnitWeighter,
+    ahash::RandomState,
+    quick_cache::sync::DefaultLifecycle<u64, Val>,
+>;
+
+/// quick_cache with a seeded hasher.
+struct QuickCache(SeededQuickCache);
+
+impl SharedCache for QuickCache {
+    fn get(&self, key: u64) -> bool {
+        self.0.get(&key).is_some()
+    }
+    fn insert(&self, key: u64, value: Val) {
+        self.0.insert(key, value);
+    }
+}
+
+/// cachefs as a user builds it, with `policy` and, if given, `shards`, hashing with `seed`.
+fn ours(policy: cachefs::Policy, capacity: u64, shards: Option<usize>, seed: u64) -> cachefs::Cache<u64, Val> {
+    let mut b = cachefs::Cache::builder().max_capacity(capacity).policy(policy).hasher(hasher(seed));
     if let Some(s) = shards {
         b = b.shards(s);
     }
     b.build()
 }
 
-/// Hits of `contender` with `capacity` entries over `trace` (`next` = `opt::next_uses(&trace.keys)`).
+/// Hits of `contender` with `capacity` entries over `trace` (`next` = `opt::next_uses(&trace.keys)`),
+/// hashing with `seed` where the cache allows it.
 pub fn hits(
     contender: Contender,
     trace: &Trace,
     next: &[usize],
     capacity: u64,
     shards: Option<usize>,
+    seed: u64,
     progress: &dyn Fn(u64),
 ) -> u64 {
     let keys = &trace.keys;
     match contender {
-        Contender::Ours(policy) => drive(&ours(policy, capacity, shards), keys, progress),
-        Contender::Moka => drive(Peer::Moka.build(capacity).as_ref(), keys, progress),
-        Contender::QuickCache => drive(Peer::QuickCache.build(capacity).as_ref(), keys, progress),
+        Contender::Ours(policy) => drive(&ours(policy, capacity, shards, seed), keys, progress),
+        Contender::Moka => {
+            let cache = moka::sync::Cache::builder().max_capacity(capacity).build_with_hasher(hasher(seed));
+            drive(&FairMoka(cache), keys, progress)
+        }
+        Contender::QuickCache => {
+            let entries = usize::try_from(capacity).unwrap_or(usize::MAX);
+            let cache = SeededQuickCache::with(
+                entries,
+                capacity,
+                quick_cache::UnitWeighter,
+                hasher(seed),
+                quick_cache::sync::DefaultLifecycle::default(),
+            );
+            drive(&QuickCache(cache), keys, progress)
+        }
         Contender::LruCrate => drive(Peer::MutexLru.build(capacity).as_ref(), keys, progress),
         Contender::Opt => opt::hits(keys, next, capacity, progress),
     }
@@ -163,6 +229,7 @@ pub fn sweep(
     capacities: &[Capacity],
     contenders: &[Contender],
     shards: Option<usize>,
+    seed: u64,
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Vec<TraceResult> {
@@ -188,7 +255,7 @@ pub fn sweep(
                 while let Some(&(t, c, p)) = jobs.get(cursor.fetch_add(1, Ordering::Relaxed)) {
                     let trace = &traces[t];
                     let cap = capacities[c].entries(trace.unique);
-                    let h = hits(contenders[p], trace, &next[t], cap, shards, progress);
+                    let h = hits(contenders[p], trace, &next[t], cap, shards, seed, progress);
                     results.lock().unwrap_or_else(|e| e.into_inner())[t][c][p] = h;
                 }
             });
@@ -246,8 +313,8 @@ mod tests {
             .collect();
         let trace = Trace::from_keys("t", keys.clone());
         for cap in [1u64, 10, 100, 500] {
-            let ours = hits(Contender::Ours(Policy::Lru), &trace, &[], cap, Some(1), &|_| {});
-            let crate_lru = hits(Contender::LruCrate, &trace, &[], cap, None, &|_| {});
+            let ours = hits(Contender::Ours(Policy::Lru), &trace, &[], cap, Some(1), DEFAULT_SEED, &|_| {});
+            let crate_lru = hits(Contender::LruCrate, &trace, &[], cap, None, DEFAULT_SEED, &|_| {});
             // Reference: a vector in recency order.
             let mut order: Vec<u64> = Vec::new();
             let mut reference = 0;
@@ -264,12 +331,45 @@ mod tests {
         }
     }
 
+    /// The same seed gives the same hits (every hasher is seeded); moka, held to its capacity, never
+    /// beats OPT even in a tiny cache, where lazily applied evictions used to let it.
+    #[test]
+    fn seeded_replays_repeat_and_moka_keeps_its_capacity() {
+        let mut x = 99u64;
+        let keys: Vec<u64> = (0..30_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % 3_000
+            })
+            .collect();
+        let trace = Trace::from_keys("t", keys.clone());
+        let next = opt::next_uses(&keys);
+        for contender in [Contender::Ours(Policy::Hybrid), Contender::QuickCache, Contender::Moka] {
+            let a = hits(contender, &trace, &next, 50, None, 7, &|_| {});
+            let b = hits(contender, &trace, &next, 50, None, 7, &|_| {});
+            assert_eq!(a, b, "{contender}: same seed, same hits");
+        }
+        let opt = hits(Contender::Opt, &trace, &next, 10, None, 7, &|_| {});
+        let moka = hits(Contender::Moka, &trace, &next, 10, None, 7, &|_| {});
+        assert!(moka <= opt, "moka {moka} beats OPT {opt} at 10 entries");
+        // A loop of 15 keys through 10 entries: a moka left to evict lazily holds all 15 and hits nearly
+        // always, far above OPT.
+        let looping: Vec<u64> = (0..3_000u64).map(|i| i % 15).collect();
+        let trace = Trace::from_keys("loop", looping.clone());
+        let next = opt::next_uses(&looping);
+        let opt = hits(Contender::Opt, &trace, &next, 10, None, 7, &|_| {});
+        let moka = hits(Contender::Moka, &trace, &next, 10, None, 7, &|_| {});
+        assert!(moka <= opt, "moka {moka} beats OPT {opt} on a loop through 10 entries");
+    }
+
     #[test]
     fn sweep_orders_and_bounds() {
         let keys: Vec<u64> = (0..20_000u64).map(|i| (i * 7919) % 500 + (i % 3) * 1000 * (i % 11)).collect();
         let traces = [Trace::from_keys("t", keys)];
         let caps = [Capacity::Percent(5.0), Capacity::Entries(100)];
-        let results = sweep(&traces, &caps, &Contender::all(), None, 2, &|_| {});
+        let results = sweep(&traces, &caps, &Contender::all(), None, DEFAULT_SEED, 2, &|_| {});
         let r = &results[0];
         assert_eq!(r.rows.len(), 2);
         for row in &r.rows {

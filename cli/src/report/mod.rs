@@ -4,7 +4,7 @@ pub(crate) mod plot;
 mod table;
 
 pub use plot::{PlotError, plot};
-pub use table::markdown;
+pub use table::{markdown, mean_hit_ratio, means};
 
 use crate::replay::TraceResult;
 
