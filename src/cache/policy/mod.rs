@@ -1,11 +1,12 @@
 //! Eviction policies. Each is a plain single-threaded structure over the shard's slab; this module is the
 //! one place that dispatches between them.
 
-mod climber;
 mod hybrid;
 pub(crate) use hybrid::READ;
 mod lfu;
 mod lru;
+mod miniature;
+pub(crate) use miniature::Adaptation;
 mod sketch;
 mod ttl;
 
@@ -122,10 +123,12 @@ impl PolicyState {
         }
     }
 
-    /// The cache-wide hit and miss counts, for policies that adapt to them.
-    pub(crate) fn observe<K, V>(&mut self, slab: &mut Slab<K, V>, hits: u64, misses: u64, sample: u64) {
-        if let PolicyState::Hybrid(p) = self {
-            p.observe(slab, hits, misses, sample);
+    /// Hands the policy's sampled accesses to the cache's miniature and applies what it chose (W-TinyLFU).
+    /// True if it handed any over.
+    pub(crate) fn adapt<K, V>(&mut self, slab: &mut Slab<K, V>, adaptation: &Adaptation) -> bool {
+        match self {
+            PolicyState::Hybrid(p) => p.adapt(slab, adaptation),
+            _ => false,
         }
     }
 
