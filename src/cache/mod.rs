@@ -284,6 +284,7 @@ impl<K: Eq, V, S> Cache<K, V, S> {
             })
             .collect();
         let stripes = builder::default_shards();
+        let shard_count = shards.len();
         Cache {
             inner: Arc::new(Inner {
                 shard_mask: shards.len() as u64 - 1,
@@ -292,7 +293,8 @@ impl<K: Eq, V, S> Cache<K, V, S> {
                 clock: b.clock,
                 config: LiveConfig::new(Config { capacity: b.max_capacity, ttl: b.ttl, tti }),
                 marks_reads: b.policy == Policy::Hybrid,
-                adaptation: (b.policy == Policy::Hybrid && !cfg!(loom)).then(|| Adaptation::new(b.max_capacity)),
+                adaptation: (b.policy == Policy::Hybrid && !cfg!(loom))
+                    .then(|| Adaptation::new(b.max_capacity, shard_count, b.weigher.is_some())),
                 weigher: b.weigher,
                 listener: b.listener,
                 counters: Counters::new(stripes),
@@ -352,7 +354,9 @@ where
 
     /// The value for `key`, if present and not expired.
     ///
-    /// Takes no lock and allocates nothing; the value is cloned.
+    /// Takes no lock and allocates nothing; the value is cloned. (The `crossbeam-epoch` guard it pins may,
+    /// about once in 100,000 hits while other threads write, let the epoch collect, and its own
+    /// bookkeeping then allocates; nothing of cachefs's does.)
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -473,7 +477,7 @@ where
                     if pushed == Pushed::Overflow {
                         shard.record_read(idx, generation);
                     }
-                    self.adapt(&mut shard);
+                    self.adapt(&mut shard, false);
                 }
             }
         }
@@ -567,7 +571,7 @@ where
                 shard.expire(now, &mut out, guard);
             }
             let result = f(&mut shard, now, &mut out, guard);
-            self.adapt(&mut shard);
+            self.adapt(&mut shard, true);
             heavy = shard.publish_retired(guard, flush);
             locked.len.store(shard.len() as u64, Relaxed);
             locked.weight.store(shard.weight(), Relaxed);
@@ -576,14 +580,13 @@ where
         (result, out, heavy)
     }
 
-    /// One write's turn of the policy's adaptation: the shard hands its sampled accesses to the
-    /// miniature simulation when it has enough (a weighted cache now and then re-estimates how many
-    /// entries it holds, which sizes the sample).
-    fn adapt(&self, shard: &mut Shard<K, V>) {
+    /// A turn of the policy's adaptation, after a write (`write`) or a reader's drain of the read buffer:
+    /// the shard hands its sampled accesses to the miniature simulation when it has enough, and on a
+    /// write a weighted cache now and then re-estimates how many entries it holds, which sizes the sample.
+    /// A reader's turn allocates nothing.
+    fn adapt(&self, shard: &mut Shard<K, V>, write: bool) {
         if let Some(adaptation) = &self.inner.adaptation
-            && shard.adapt(adaptation)
-            && self.inner.weigher.is_some()
-            && adaptation.remeasure_due()
+            && shard.adapt(adaptation, write)
         {
             adaptation.resize(self.entries_at_capacity());
         }

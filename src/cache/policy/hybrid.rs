@@ -24,7 +24,7 @@
 //!
 //! Expiry is shared with every policy (the shard's timer wheel). Weights count in every segment.
 
-use super::miniature::{Adaptation, is_sampled};
+use super::miniature::{Adaptation, Handover, is_sampled};
 use super::sketch::FrequencySketch;
 use crate::cache::list::List;
 use crate::cache::slab::{Lane, Slab};
@@ -74,14 +74,16 @@ pub(crate) struct Hybrid {
     shift: u32,
     /// Hashes of sampled accesses not yet handed to the miniature, oldest first.
     samples: Vec<u64>,
+    /// How many samples to collect before handing them over (the miniature says; 1 until it has).
+    batch: usize,
+    /// Writes since a weighted cache last re-estimated its entries ([`Adaptation::remeasure_every`]).
+    writes: u32,
     entries: usize,
 }
 
-/// Sampled accesses a shard collects before handing them over.
-const HANDOVER: usize = 16;
 /// Most sampled accesses a shard keeps: allocated once, so that recording a read never allocates. Past
 /// this (reads with no write to hand them over, or a miniature busy every time), new ones are dropped.
-const BACKLOG: usize = 4 * HANDOVER;
+const BACKLOG: usize = 64;
 
 impl Hybrid {
     pub(crate) fn new(capacity: u64) -> Self {
@@ -96,6 +98,8 @@ impl Hybrid {
             sketch: FrequencySketch::new(),
             shift: u32::MAX,
             samples: Vec::with_capacity(BACKLOG),
+            batch: 1,
+            writes: 0,
             entries: 0,
         };
         h.set_window((capacity / 100).max(1));
@@ -125,24 +129,32 @@ impl Hybrid {
         }
     }
 
-    /// Hands the sampled accesses collected so far to the cache's miniature (if it is free: a busy
-    /// miniature is tried again at the next write) and takes the window it chose. True if it handed over.
-    pub(crate) fn adapt<K, V>(&mut self, slab: &mut Slab<K, V>, adaptation: &Adaptation) -> bool {
-        if self.samples.len() < HANDOVER {
-            return false;
-        }
-        match adaptation.try_hand_over(&self.samples) {
-            Some((shift, window)) => {
-                self.samples.clear();
-                self.shift = shift;
-                let window = (self.capacity as f64 * window).round() as u64;
-                if window.clamp(1, self.capacity.saturating_sub(1).max(1)) != self.window_max {
-                    self.resize_window(slab, window);
+    /// Hands the sampled accesses collected so far to the cache's miniature, once there are a batch of
+    /// them and if it is free (a busy miniature is tried again at the next turn), and takes the window
+    /// it chose. `write` is false on a reader's turn: then the miniature must not allocate, and takes
+    /// only what it has room for. True when a weighted cache should re-estimate its entries
+    /// ([`Adaptation::resize`]), which is the caller's to do.
+    pub(crate) fn adapt<K, V>(&mut self, slab: &mut Slab<K, V>, adaptation: &Adaptation, write: bool) -> bool {
+        let remeasure = write
+            && adaptation.remeasure_every().is_some_and(|every| {
+                self.writes += 1;
+                let due = self.writes >= every;
+                if due {
+                    self.writes = 0;
                 }
-                true
+                due
+            });
+        if self.samples.len() >= self.batch
+            && let Some(Handover { taken, shift, window, batch }) = adaptation.try_hand_over(&self.samples, write)
+        {
+            self.samples.drain(..taken);
+            (self.shift, self.batch) = (shift, batch);
+            let window = (self.capacity as f64 * window).round() as u64;
+            if window.clamp(1, self.capacity.saturating_sub(1).max(1)) != self.window_max {
+                self.resize_window(slab, window);
             }
-            None => false,
         }
+        remeasure
     }
 
     /// Takes `idx`'s reference mark: true if it was set. A read's mark (`READ`) is counted in the sketch;

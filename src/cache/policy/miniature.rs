@@ -195,6 +195,25 @@ impl Miniature {
         }
     }
 
+    /// Grows the tables, if need be, so that `keys` new keys fit without allocating.
+    fn make_room(&mut self, keys: usize) {
+        let spare = self.free.len() + (self.nodes.capacity() - self.nodes.len());
+        if spare < keys {
+            self.nodes.reserve(keys - spare);
+            self.free.reserve(self.nodes.capacity() - self.free.len());
+        }
+        if self.index.capacity() - self.index.len() < keys {
+            self.index.reserve(keys);
+        }
+    }
+
+    /// Whether one more access can be taken without allocating: a free node (or spare room for one)
+    /// and spare room in the index, in case the key is new.
+    fn has_room(&self) -> bool {
+        let spare_nodes = self.free.len() + (self.nodes.capacity() - self.nodes.len());
+        spare_nodes > 0 && self.index.capacity() > self.index.len()
+    }
+
     /// One access of sampled key `hash`.
     pub(crate) fn access(&mut self, hash: u64) {
         self.sketch.increment(hash);
@@ -209,6 +228,9 @@ impl Miniature {
                     }
                     None => {
                         self.nodes.push(node);
+                        // The free list never holds more than every node: room for that now, so that
+                        // releasing a node never allocates.
+                        self.free.reserve(self.nodes.capacity() - self.free.len());
                         (self.nodes.len() - 1) as u32
                     }
                 };
@@ -379,24 +401,46 @@ pub(crate) struct Adaptation {
     /// that sees an old shift records a read the shard filters out, or misses one; both only blur the
     /// sample for the moment the shift changes.
     shift: AtomicU32,
-    /// Handovers so far, to pace [`remeasure_due`](Self::remeasure_due). Relaxed: only a pace.
-    handovers: AtomicU32,
+    shards: u64,
+    weighted: bool,
 }
 
-/// A weighted cache re-estimates its size in entries every this many handovers.
-const REMEASURE: u32 = 256;
+/// What a shard learns when it hands its samples over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Handover {
+    /// How many of the samples, from the oldest, the miniature took (all, unless it had no room left
+    /// without allocating and was told not to grow).
+    pub(crate) taken: usize,
+    /// The sample's shift.
+    pub(crate) shift: u32,
+    /// The window the real cache should use, as a fraction of its capacity.
+    pub(crate) window: f64,
+    /// How many samples a shard should collect before the next handover: few enough that the batches
+    /// of all the shards together reorder the miniature's stream by at most an eighth of its size.
+    pub(crate) batch: usize,
+}
+
+/// Most samples a shard collects before handing them over.
+const MAX_BATCH: u64 = 16;
+/// New keys a writer's handover leaves room for in the miniature's tables, for readers' handovers.
+const READERS_ROOM: usize = 256;
 
 impl Adaptation {
-    /// For a cache of about `entries` entries.
-    pub(crate) fn new(entries: u64) -> Self {
+    /// For a cache of `capacity` split into `shards` shards. A weighted cache cannot tell how many
+    /// entries its capacity holds until it holds some: it starts by sampling every key, in miniatures of
+    /// at most `2 × TARGET - 1` entries, until its first [`resize`](Self::resize).
+    pub(crate) fn new(capacity: u64, shards: usize, weighted: bool) -> Self {
+        let entries = if weighted { capacity.min(2 * TARGET - 1) } else { capacity };
         let m = Miniature::new(entries);
-        Adaptation { shift: AtomicU32::new(m.shift()), handovers: AtomicU32::new(0), miniature: Mutex::new(m) }
+        let shards = shards.max(1) as u64;
+        Adaptation { shift: AtomicU32::new(m.shift()), miniature: Mutex::new(m), shards, weighted }
     }
 
-    /// True once every [`REMEASURE`] handovers: time for a weighted cache to tell [`resize`](Self::resize)
-    /// how many entries its capacity holds at the entries' current mean weight.
-    pub(crate) fn remeasure_due(&self) -> bool {
-        self.handovers.load(Ordering::Relaxed) % REMEASURE == 1
+    /// For a weighted cache, how many writes a shard lets pass between estimates of how many entries the
+    /// capacity holds (about every 16,384 writes to the cache); `None` for an unweighted cache, whose
+    /// capacity is its entries.
+    pub(crate) fn remeasure_every(&self) -> Option<u32> {
+        self.weighted.then(|| (16_384 / self.shards).max(64) as u32)
     }
 
     /// Whether reads of `hash` should be recorded for the miniature.
@@ -413,16 +457,29 @@ impl Adaptation {
     }
 
     /// Runs the sampled accesses `hashes` (oldest first; those outside the current sample are skipped)
-    /// through the miniature, if no other shard is using it. Returns the sample's shift and the window
-    /// to use, or `None` if the miniature was busy.
-    pub(crate) fn try_hand_over(&self, hashes: &[u64]) -> Option<(u32, f64)> {
+    /// through the miniature, if no other shard is using it (`None` if it is busy). With `grow` false
+    /// (a reader's handover: `get` must not allocate), stops at the first access that would need the
+    /// miniature's tables to grow.
+    pub(crate) fn try_hand_over(&self, hashes: &[u64], grow: bool) -> Option<Handover> {
         let mut m = self.miniature.try_lock()?;
-        self.handovers.fetch_add(1, Ordering::Relaxed);
         let shift = m.shift();
-        for &h in hashes.iter().filter(|&&h| is_sampled(h, shift)) {
-            m.access(h);
+        let mut taken = 0;
+        for &h in hashes {
+            if is_sampled(h, shift) {
+                if !grow && !m.has_room() {
+                    break;
+                }
+                m.access(h);
+            }
+            taken += 1;
         }
-        Some((shift, m.window()))
+        if grow {
+            // Room for what readers may hand over before the next write: a reader's handover takes
+            // only what fits without allocating.
+            m.make_room(READERS_ROOM);
+        }
+        let batch = (m.capacity / (8 * self.shards)).clamp(1, MAX_BATCH) as usize;
+        Some(Handover { taken, shift, window: m.window(), batch })
     }
 }
 
