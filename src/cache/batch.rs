@@ -103,6 +103,10 @@ where
 
     /// Stores every pair, as [`insert`](Self::insert) would one by one (a later pair with an equal key
     /// replaces an earlier one), taking each shard's lock once.
+    ///
+    /// The pairs are taken shard by shard. With [`Policy::Hybrid`](crate::Policy::Hybrid) over several
+    /// shards, the window the policy adapts to may then differ slightly from the loop's, and so may which
+    /// older entries are evicted; the other policies evict exactly as the loop would.
     pub fn insert_many(&self, entries: impl IntoIterator<Item = (K, V)>) {
         let mut entries: Vec<(u64, K, V)> = entries.into_iter().map(|(k, v)| (self.hash(&k), k, v)).collect();
         // Stable: pairs with equal keys keep their order, so the last one wins as in a loop.
@@ -126,9 +130,9 @@ where
                 let (mut inserts, mut updates) = (0, 0);
                 for (i, ((hash, key, value), weight)) in group.into_iter().zip(weights).enumerate() {
                     if i > 0 {
-                        // The tick each single insert's write gives the policy (the write itself gives
+                        // The turn each single insert's write gives the policy (the write itself gives
                         // the last pair's), so that a batch adapts exactly as the loop would.
-                        self.observe_if_due(shard);
+                        self.adapt(shard, true);
                     }
                     match shard.insert(key, value, hash, weight, expires_at, now, out, guard) {
                         Inserted::New => inserts += 1,

@@ -76,6 +76,7 @@ use crate::latency::LatencyRecorder;
 use crate::sync::{Arc, AtomicU64, Mutex, MutexGuard, Ordering::Relaxed};
 use config::{Config, LiveConfig};
 use loader::{Flights, Joined};
+use policy::Adaptation;
 use read_buffer::{Pushed, ReadBuffer};
 use removal::Removals;
 use shard::{Inserted, Shard};
@@ -134,6 +135,9 @@ struct Inner<K, V, S> {
     config: LiveConfig,
     /// W-TinyLFU: reads are marks on the entry, not records in the read buffer.
     marks_reads: bool,
+    /// W-TinyLFU: the miniature simulation that chooses its window (readers record reads of sampled
+    /// keys in the read buffer for it). None under loom, whose models do not cover it.
+    adaptation: Option<Adaptation>,
     weigher: Option<Weigher<K, V>>,
     listener: Option<Listener<K, V>>,
     counters: Counters,
@@ -280,6 +284,7 @@ impl<K: Eq, V, S> Cache<K, V, S> {
             })
             .collect();
         let stripes = builder::default_shards();
+        let shard_count = shards.len();
         Cache {
             inner: Arc::new(Inner {
                 shard_mask: shards.len() as u64 - 1,
@@ -288,6 +293,8 @@ impl<K: Eq, V, S> Cache<K, V, S> {
                 clock: b.clock,
                 config: LiveConfig::new(Config { capacity: b.max_capacity, ttl: b.ttl, tti }),
                 marks_reads: b.policy == Policy::Hybrid,
+                adaptation: (b.policy == Policy::Hybrid && !cfg!(loom))
+                    .then(|| Adaptation::new(b.max_capacity, shard_count, b.weigher.is_some())),
                 weigher: b.weigher,
                 listener: b.listener,
                 counters: Counters::new(stripes),
@@ -347,7 +354,9 @@ where
 
     /// The value for `key`, if present and not expired.
     ///
-    /// Takes no lock and allocates nothing; the value is cloned.
+    /// Takes no lock and allocates nothing; the value is cloned. (The `crossbeam-epoch` guard it pins may,
+    /// about once in 100,000 hits while other threads write, let the epoch collect, and its own
+    /// bookkeeping then allocates; nothing of cachefs's does.)
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -445,7 +454,9 @@ where
             if mark.load(Relaxed) != policy::READ {
                 mark.store(policy::READ, Relaxed);
             }
-            None
+            // A sampled key's read is recorded too: the miniature simulation needs every access of it.
+            let sampled = self.inner.adaptation.as_ref().is_some_and(|a| a.samples(hash));
+            sampled.then(|| (found.idx, found.slot.generation()))
         } else {
             Some((found.idx, found.slot.generation()))
         };
@@ -459,11 +470,14 @@ where
             Pushed::Recorded => {}
             pushed => {
                 // Full: replay the buffer now if nobody holds the lock; otherwise the next writer will.
+                // The sampled reads it holds go on to the miniature simulation, so that a run of reads
+                // with no write between them still reaches it.
                 if let Some(mut shard) = locked.writer.try_lock() {
                     locked.reads.drain(|i, g| shard.record_read(i, g));
                     if pushed == Pushed::Overflow {
                         shard.record_read(idx, generation);
                     }
+                    self.adapt(&mut shard, false);
                 }
             }
         }
@@ -557,7 +571,7 @@ where
                 shard.expire(now, &mut out, guard);
             }
             let result = f(&mut shard, now, &mut out, guard);
-            self.observe_if_due(&mut shard);
+            self.adapt(&mut shard, true);
             heavy = shard.publish_retired(guard, flush);
             locked.len.store(shard.len() as u64, Relaxed);
             locked.weight.store(shard.weight(), Relaxed);
@@ -566,14 +580,24 @@ where
         (result, out, heavy)
     }
 
-    /// One write's tick of the policy's adaptation: every 64th hands it the cache's hit and miss counts.
-    fn observe_if_due(&self, shard: &mut Shard<K, V>) {
-        if shard.observation_due() {
-            let (hits, misses) = self.inner.counters.hits_and_misses();
-            // Caffeine's sample: ten accesses per entry the cache can hold (at most 2^20 entries' worth).
-            let sample = 10 * self.len().max(shard.len() as u64 * self.inner.shards.len() as u64).min(1 << 20);
-            shard.observe(hits, misses, sample);
+    /// A turn of the policy's adaptation, after a write (`write`) or a reader's drain of the read buffer:
+    /// the shard hands its sampled accesses to the miniature simulation when it has enough, and on a
+    /// write a weighted cache now and then re-estimates how many entries it holds, which sizes the sample.
+    /// A reader's turn allocates nothing.
+    fn adapt(&self, shard: &mut Shard<K, V>, write: bool) {
+        if let Some(adaptation) = &self.inner.adaptation
+            && shard.adapt(adaptation, write)
+        {
+            adaptation.resize(self.entries_at_capacity());
         }
+    }
+
+    /// How many entries the capacity holds at the mean weight of those held now (the capacity itself
+    /// while the cache is empty).
+    fn entries_at_capacity(&self) -> u64 {
+        let capacity = self.inner.config.load().capacity;
+        let (len, weight) = (self.len(), self.weighted_size());
+        if weight == 0 { capacity } else { (u128::from(capacity) * u128::from(len) / u128::from(weight)) as u64 }
     }
 
     fn weigh(&self, key: &K, value: &V) -> u32 {
@@ -899,6 +923,9 @@ where
         // (it may reconfigure the cache). Each shard takes its share of the capacity in force when it
         // applies it, under its own lock: a shard's last update comes after the last change's publish, so
         // concurrent changes leave every shard at the share of the last one.
+        if let Some(adaptation) = &self.inner.adaptation {
+            adaptation.resize(self.entries_at_capacity());
+        }
         let shards = self.inner.shards.len();
         for (i, locked) in self.inner.shards.iter().enumerate() {
             self.write_then(locked, false, true, |shard, _, out, guard| {

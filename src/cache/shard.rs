@@ -19,7 +19,7 @@ use super::entry::{Entry, Meta};
 use super::expiry::TimerWheel;
 #[cfg(test)]
 use super::policy::READ;
-use super::policy::{Policy, PolicyState};
+use super::policy::{Adaptation, Policy, PolicyState};
 use super::removal::{Removal, RemovalCause, Removals};
 use super::slab::{Slab, Store};
 use crate::clock::NEVER;
@@ -46,11 +46,6 @@ pub(crate) struct Shard<K, V> {
     tti: Option<u64>,
     /// Reused between calls: indices the timer wheel found expired.
     expired: Vec<u32>,
-    /// True when the policy takes reads as marks on the entry (W-TinyLFU) rather than as records in the
-    /// read buffer (the others, whose exact order needs every read).
-    marks_reads: bool,
-    /// Writes since the policy last saw the cache-wide hit and miss counts.
-    writes_unobserved: u32,
 }
 
 impl<K: Eq, V> Shard<K, V> {
@@ -63,8 +58,6 @@ impl<K: Eq, V> Shard<K, V> {
             weight: 0,
             tti,
             expired: Vec::new(),
-            marks_reads: policy == Policy::Hybrid,
-            writes_unobserved: 0,
         }
     }
 
@@ -114,26 +107,13 @@ impl<K: Eq, V> Shard<K, V> {
     /// Whether reads are taken as marks on the entry (W-TinyLFU).
     #[cfg(test)]
     fn marks_reads(&self) -> bool {
-        self.marks_reads
+        self.policy.filters_admission()
     }
 
-    /// Every 64th write, true: time to hand the policy the cache's hit and miss counts ([`Shard::observe`]).
-    pub(crate) fn observation_due(&mut self) -> bool {
-        if !self.marks_reads {
-            return false;
-        }
-        self.writes_unobserved += 1;
-        if self.writes_unobserved < 64 {
-            return false;
-        }
-        self.writes_unobserved = 0;
-        true
-    }
-
-    /// Gives the policy the cache-wide `hits` and `misses` so far, for its adaptation; `sample` is the
-    /// number of accesses one adaptation step should look at.
-    pub(crate) fn observe(&mut self, hits: u64, misses: u64, sample: u64) {
-        self.policy.observe(&mut self.slab, hits, misses, sample);
+    /// Hands the policy's sampled accesses to the cache's miniature simulation (W-TinyLFU's window choice);
+    /// `write` is false on a reader's turn. True when a weighted cache should re-estimate its entries.
+    pub(crate) fn adapt(&mut self, adaptation: &Adaptation, write: bool) -> bool {
+        self.policy.adapt(&mut self.slab, adaptation, write)
     }
 
     /// Applies a read recorded earlier, if slot `idx` still holds the entry that was read.
@@ -429,7 +409,6 @@ mod tests {
         assert_eq!(h.slab.mark(idx).load(crate::sync::Ordering::Relaxed), READ);
         let l = shard(Policy::Lru, 10);
         assert!(!l.marks_reads());
-        assert!((0..200).filter(|_| h.observation_due()).count() == 3);
     }
 
     #[test]

@@ -137,6 +137,17 @@ struct Reclaim {
     done: Vec<u32>,
     /// Emptied batch vectors, reused so that steady churn allocates no new ones.
     spare: Vec<Vec<Retired>>,
+    /// Slots in `batches`, all told.
+    pending: usize,
+}
+
+impl Reclaim {
+    /// Room in `done` and `spare` for every batch still pending, made by the writer: reclamation runs
+    /// on whichever thread the epoch picks, a reader's `get` among them, and must not allocate there.
+    fn reserve_for_pending(&mut self) {
+        self.done.reserve(self.pending);
+        self.spare.reserve(self.batches.len());
+    }
 }
 
 /// What a shard's readers, its writer and reclamation share.
@@ -240,6 +251,7 @@ impl<K, V> Store<K, V> {
     /// Reclaims batch `id` (from its deferred function): drops its entries and queues its slots.
     fn reclaim(&self, id: u64) {
         let Some(mut batch) = self.reclaim.lock().batches.remove(&id) else { return };
+        // Taken out before its entries drop (user code), so that the count never includes a batch gone.
         for r in &batch {
             // SAFETY: the batch's slots are retired and every reader that could reach them is gone (the
             // epoch ran this after they unpinned); the writer does not touch a retired slot's entry, and
@@ -247,6 +259,8 @@ impl<K, V> Store<K, V> {
             unsafe { self.drop_entry(*r) };
         }
         let mut r = self.reclaim.lock();
+        r.pending -= batch.len();
+        // Within the capacity the writer reserved (`Reclaim::reserve_for_pending`): no allocation.
         r.done.extend(batch.iter().map(|r| r.idx));
         batch.clear();
         r.spare.push(batch);
@@ -419,7 +433,11 @@ impl<K, V> Slab<K, V> {
     fn vacant_slot(&mut self) -> u32 {
         if self.free == NIL {
             let mut done = std::mem::take(&mut self.scratch);
-            std::mem::swap(&mut done, &mut self.store.reclaim.lock().done);
+            {
+                let mut r = self.store.reclaim.lock();
+                std::mem::swap(&mut done, &mut r.done);
+                r.reserve_for_pending();
+            }
             for &idx in &done {
                 self.in_limbo -= 1;
                 let slot = self.slot(idx);
@@ -539,7 +557,9 @@ impl<K, V> Slab<K, V> {
             let batch = std::mem::replace(&mut self.retired, spare);
             let id = r.next_id;
             r.next_id += 1;
+            r.pending += batch.len();
             r.batches.insert(id, batch);
+            r.reserve_for_pending();
             id
         };
         // Weak: a batch must not keep the store (every slot and the index) alive after the cache is
@@ -625,7 +645,11 @@ impl<K, V> Drop for Slab<K, V> {
     fn drop(&mut self) {
         let capacity = u32::try_from(self.store.slots.capacity()).unwrap_or(NIL);
         let mut retired: Vec<Retired> = std::mem::take(&mut self.retired);
-        retired.extend(self.store.reclaim.lock().batches.drain().flat_map(|(_, b)| b));
+        {
+            let mut r = self.store.reclaim.lock();
+            r.pending = 0;
+            retired.extend(r.batches.drain().flat_map(|(_, b)| b));
+        }
         for r in retired {
             // SAFETY: no reader remains, and each retired slot appears once across the batches.
             unsafe { self.store.drop_entry(r) };

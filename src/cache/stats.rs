@@ -108,11 +108,6 @@ impl Counters {
         self.striped.add(COUNTERS + cause.index(), n);
     }
 
-    /// Hits and misses so far, summed over the stripes.
-    pub(crate) fn hits_and_misses(&self) -> (u64, u64) {
-        (self.striped.total(Counter::Hit as usize), self.striped.total(Counter::Miss as usize))
-    }
-
     /// Sums the stripes into `stats` (gauges are the caller's).
     pub(crate) fn sum_into(&self, stats: &mut CacheStats) {
         let total = self.striped.totals();

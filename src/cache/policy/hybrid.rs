@@ -9,9 +9,9 @@
 //!   popular of the two is evicted. One-hit wonders therefore never displace the working set (scan
 //!   resistance), while recency still governs inside each segment.
 //!
-//! The window starts at 1% and adapts: a [`HillClimber`] moves capacity between window and main after
-//! every sample of accesses, towards whichever split hits more (recency-heavy workloads get a large
-//! window, frequency-heavy ones a small one).
+//! The window starts at 1% and adapts: the cache runs W-TinyLFU at several window sizes on a sample of
+//! its keys ([`Miniature`](super::miniature)) and gives each shard the window that hits most there
+//! (recency-heavy workloads get a large window, frequency-heavy ones a small one).
 //!
 //! Reads cost the policy nothing but a mark: a reader sets the entry's reference mark under the shard's
 //! shared lock, and the segments are CLOCK-ordered queues (a marked entry reaching the head of its queue
@@ -19,11 +19,12 @@
 //! This is the approximation of LRU that CLOCK makes, and it lets hits scale without the shard's
 //! exclusive lock or a read buffer; all the work happens when something must be evicted.
 //!
-//! The climber samples the whole cache's hit rate (the striped counters), fed by [`Hybrid::observe`].
+//! Each shard collects its sampled accesses (inserts, overwrites, and the reads readers record in the
+//! read buffer for sampled keys only) and hands them to the cache's miniature in [`Hybrid::adapt`].
 //!
 //! Expiry is shared with every policy (the shard's timer wheel). Weights count in every segment.
 
-use super::climber::HillClimber;
+use super::miniature::{Adaptation, Handover, is_sampled};
 use super::sketch::FrequencySketch;
 use crate::cache::list::List;
 use crate::cache::slab::{Lane, Slab};
@@ -69,11 +70,20 @@ pub(crate) struct Hybrid {
     protected_max: u64,
     capacity: u64,
     sketch: FrequencySketch,
-    climber: HillClimber,
-    /// The cache-wide hit and miss counts at the start of the climber's current sample.
-    sampled_from: (u64, u64),
+    /// The miniature's sample (one key in `2^shift`), as this shard last heard it.
+    shift: u32,
+    /// Hashes of sampled accesses not yet handed to the miniature, oldest first.
+    samples: Vec<u64>,
+    /// How many samples to collect before handing them over (the miniature says; 1 until it has).
+    batch: usize,
+    /// Writes since a weighted cache last re-estimated its entries ([`Adaptation::remeasure_every`]).
+    writes: u32,
     entries: usize,
 }
+
+/// Most sampled accesses a shard keeps: allocated once, so that recording a read never allocates. Past
+/// this (reads with no write to hand them over, or a miniature busy every time), new ones are dropped.
+const BACKLOG: usize = 64;
 
 impl Hybrid {
     pub(crate) fn new(capacity: u64) -> Self {
@@ -86,8 +96,10 @@ impl Hybrid {
             protected_max: 0,
             capacity,
             sketch: FrequencySketch::new(),
-            climber: HillClimber::new(capacity),
-            sampled_from: (0, 0),
+            shift: u32::MAX,
+            samples: Vec::with_capacity(BACKLOG),
+            batch: 1,
+            writes: 0,
             entries: 0,
         };
         h.set_window((capacity / 100).max(1));
@@ -101,27 +113,48 @@ impl Hybrid {
         self.protected_max = self.main_max / 5 * 4;
     }
 
-    /// The shard's capacity changed: the window keeps its share of it, the climber starts over, and
-    /// protected demotes what no longer fits (the caller then evicts down to the new capacity).
+    /// The shard's capacity changed: the window keeps its share of it, and protected demotes what no
+    /// longer fits (the caller then evicts down to the new capacity).
     pub(crate) fn set_capacity<K, V>(&mut self, slab: &mut Slab<K, V>, capacity: u64) {
         let share = self.window_max as f64 / self.capacity.max(1) as f64;
         self.capacity = capacity;
-        self.climber.restart(capacity);
         self.resize_window(slab, (capacity as f64 * share).round() as u64);
     }
 
-    /// Feeds the climber the cache-wide hit and miss counts; at the end of a sample of `sample`
-    /// accesses (Caffeine's: ten per entry of the cache), moves the window as the climber says.
-    pub(crate) fn observe<K, V>(&mut self, slab: &mut Slab<K, V>, hits: u64, misses: u64, sample: u64) {
-        let (h0, m0) = self.sampled_from;
-        let (h, m) = (hits.saturating_sub(h0), misses.saturating_sub(m0));
-        if h + m < sample.max(640) {
-            return;
+    /// Notes an access of `hash` if it is in the miniature's sample. Until the shard first hears the
+    /// sample's size (`shift` is `u32::MAX`), every access is kept, and filtered on handover.
+    fn sample(&mut self, hash: u64) {
+        if self.samples.len() < BACKLOG && (self.shift == u32::MAX || is_sampled(hash, self.shift)) {
+            self.samples.push(hash);
         }
-        self.sampled_from = (hits, misses);
-        let amount = self.climber.step(h as f64 / (h + m) as f64);
-        let window = (self.window_max as f64 + amount).round().max(0.0) as u64;
-        self.resize_window(slab, window);
+    }
+
+    /// Hands the sampled accesses collected so far to the cache's miniature, once there are a batch of
+    /// them and if it is free (a busy miniature is tried again at the next turn), and takes the window
+    /// it chose. `write` is false on a reader's turn: then the miniature must not allocate, and takes
+    /// only what it has room for. True when a weighted cache should re-estimate its entries
+    /// ([`Adaptation::resize`]), which is the caller's to do.
+    pub(crate) fn adapt<K, V>(&mut self, slab: &mut Slab<K, V>, adaptation: &Adaptation, write: bool) -> bool {
+        let remeasure = write
+            && adaptation.remeasure_every().is_some_and(|every| {
+                self.writes += 1;
+                let due = self.writes >= every;
+                if due {
+                    self.writes = 0;
+                }
+                due
+            });
+        if self.samples.len() >= self.batch
+            && let Some(Handover { taken, shift, window, batch }) = adaptation.try_hand_over(&self.samples, write)
+        {
+            self.samples.drain(..taken);
+            (self.shift, self.batch) = (shift, batch);
+            let window = (self.capacity as f64 * window).round() as u64;
+            if window.clamp(1, self.capacity.saturating_sub(1).max(1)) != self.window_max {
+                self.resize_window(slab, window);
+            }
+        }
+        remeasure
     }
 
     /// Takes `idx`'s reference mark: true if it was set. A read's mark (`READ`) is counted in the sketch;
@@ -176,7 +209,9 @@ impl Hybrid {
         self.entries += 1;
         self.sketch.ensure_capacity(self.entries);
 
-        self.sketch.increment(slab.meta(idx).hash);
+        let hash = slab.meta(idx).hash;
+        self.sketch.increment(hash);
+        self.sample(hash);
         slab.mark(idx).store(INSERTED, Ordering::Relaxed);
         self.window.push(slab, idx, WINDOW);
         // Spill the window into main while main has room: no contest needed.
@@ -190,9 +225,11 @@ impl Hybrid {
         }
     }
 
-    /// Entry `idx` was read or overwritten: marks it (readers do the same under the shared lock).
+    /// Entry `idx` was read or overwritten: marks it (readers do the same under the shared lock, and
+    /// record a read here only for sampled keys), and notes the access if the key is sampled.
     pub(crate) fn touch<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32) {
         slab.mark(idx).store(READ, Ordering::Relaxed);
+        self.sample(slab.meta(idx).hash);
     }
 
     /// Slot `new` took over `old`'s place (a new value for its key, weighing `new`'s weight instead of

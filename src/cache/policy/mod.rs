@@ -1,11 +1,12 @@
 //! Eviction policies. Each is a plain single-threaded structure over the shard's slab; this module is the
 //! one place that dispatches between them.
 
-mod climber;
 mod hybrid;
 pub(crate) use hybrid::READ;
 mod lfu;
 mod lru;
+mod miniature;
+pub(crate) use miniature::Adaptation;
 mod sketch;
 mod ttl;
 
@@ -24,8 +25,10 @@ pub enum Policy {
     Lfu,
     /// The entry closest to its expiry goes first; entries without a deadline follow in LRU order.
     Ttl,
-    /// W-TinyLFU: a small LRU window in front of a segmented LRU guarded by a frequency sketch.
-    /// Resists scans and adapts to recency- and frequency-heavy loads. The default.
+    /// W-TinyLFU: an LRU window in front of a segmented LRU guarded by a frequency sketch. Resists
+    /// scans, and adapts to recency- and frequency-heavy loads: the window's size (1% to 99% of the
+    /// capacity) is the one that hits most in a miniature simulation of six sizes on a sample of the
+    /// keys. The default.
     #[default]
     Hybrid,
 }
@@ -122,10 +125,13 @@ impl PolicyState {
         }
     }
 
-    /// The cache-wide hit and miss counts, for policies that adapt to them.
-    pub(crate) fn observe<K, V>(&mut self, slab: &mut Slab<K, V>, hits: u64, misses: u64, sample: u64) {
-        if let PolicyState::Hybrid(p) = self {
-            p.observe(slab, hits, misses, sample);
+    /// Hands the policy's sampled accesses to the cache's miniature and applies what it chose (W-TinyLFU);
+    /// `write` is false on a reader's turn, which must not allocate. True when a weighted cache should
+    /// re-estimate how many entries its capacity holds.
+    pub(crate) fn adapt<K, V>(&mut self, slab: &mut Slab<K, V>, adaptation: &Adaptation, write: bool) -> bool {
+        match self {
+            PolicyState::Hybrid(p) => p.adapt(slab, adaptation, write),
+            _ => false,
         }
     }
 
