@@ -142,6 +142,15 @@ struct Reclaim {
 }
 
 impl Reclaim {
+    /// Takes batch `id` out, if nobody has (its deferred function, or the slab's `Drop`, which empties
+    /// every batch at once). Counted out in the same critical section, so that `pending` never counts a
+    /// batch that is gone, whichever of the two comes first.
+    fn take(&mut self, id: u64) -> Option<Vec<Retired>> {
+        let batch = self.batches.remove(&id)?;
+        self.pending -= batch.len();
+        Some(batch)
+    }
+
     /// Room in `done` and `spare` for every batch still pending, made by the writer: reclamation runs
     /// on whichever thread the epoch picks, a reader's `get` among them, and must not allocate there.
     fn reserve_for_pending(&mut self) {
@@ -250,8 +259,7 @@ impl<K, V> Store<K, V> {
 
     /// Reclaims batch `id` (from its deferred function): drops its entries and queues its slots.
     fn reclaim(&self, id: u64) {
-        let Some(mut batch) = self.reclaim.lock().batches.remove(&id) else { return };
-        // Taken out before its entries drop (user code), so that the count never includes a batch gone.
+        let Some(mut batch) = self.reclaim.lock().take(id) else { return };
         for r in &batch {
             // SAFETY: the batch's slots are retired and every reader that could reach them is gone (the
             // epoch ran this after they unpinned); the writer does not touch a retired slot's entry, and
@@ -259,7 +267,6 @@ impl<K, V> Store<K, V> {
             unsafe { self.drop_entry(*r) };
         }
         let mut r = self.reclaim.lock();
-        r.pending -= batch.len();
         // Within the capacity the writer reserved (`Reclaim::reserve_for_pending`): no allocation.
         r.done.extend(batch.iter().map(|r| r.idx));
         batch.clear();
@@ -660,5 +667,41 @@ impl<K, V> Drop for Slab<K, V> {
                 unsafe { self.store.drop_entry(Retired { idx, key_moved: false }) };
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A value whose drop drops the slab it lives in (parked in `SLAB`), as a cache's last handle may go
+    /// while another thread runs the epoch's reclamation of one of its batches.
+    struct DropsTheSlab;
+
+    static SLAB: std::sync::Mutex<Option<Slab<u64, DropsTheSlab>>> = std::sync::Mutex::new(None);
+
+    impl Drop for DropsTheSlab {
+        fn drop(&mut self) {
+            let slab = SLAB.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(slab);
+        }
+    }
+
+    #[test]
+    fn a_slab_dropped_while_one_of_its_batches_is_reclaimed_counts_the_batch_once() {
+        let mut slab: Slab<u64, DropsTheSlab> = Slab::new();
+        let idx = slab.put(1, DropsTheSlab, 7, 1);
+        let guard = crossbeam_epoch::pin();
+        slab.remove(idx, &guard);
+        slab.publish_retired(&guard, true, 1);
+        drop(guard);
+        let store = Arc::clone(slab.store());
+        *SLAB.lock().unwrap() = Some(slab);
+        // Batch 0's reclamation, as its deferred function runs it: dropping the value drops the slab
+        // between taking the batch out and queueing its slots. (Before the fix, the pending count was
+        // decremented after the slab's drop had zeroed it: an underflow.)
+        store.reclaim(0);
+        assert!(SLAB.lock().unwrap().is_none(), "the value's drop dropped the slab");
+        assert_eq!(store.reclaim.lock().pending, 0);
     }
 }
