@@ -534,7 +534,10 @@ fn holds_capacity_never_exceeded_concurrently() {
         let worst = AtomicU64::new(0);
         std::thread::scope(|s| {
             s.spawn(|| {
-                while !stop.load(SeqCst) {
+                // Bounded in time too: if a worker panics, `stop` is never set, and the test must fail
+                // (the join below re-raises the panic), not hang.
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                while !stop.load(SeqCst) && std::time::Instant::now() < until {
                     worst.fetch_max(cache.weighted_size(), SeqCst);
                 }
             });

@@ -415,7 +415,9 @@ fn holds_every_departure_reported_exactly_once_under_concurrency() {
             let (cache, stop) = (cache.clone(), Arc::clone(&stop));
             hs.push(std::thread::spawn(move || {
                 let mut caps = [64u64, 16, 3, 40, 0, 64].iter().cycle();
-                while !stop.load(SeqCst) {
+                // Bounded in time too, so that a panicking worker fails the test instead of hanging it.
+                let until = std::time::Instant::now() + Duration::from_secs(120);
+                while !stop.load(SeqCst) && std::time::Instant::now() < until {
                     cache.set_max_capacity(*caps.next().unwrap());
                     std::thread::sleep(Duration::from_millis(3));
                 }

@@ -470,14 +470,13 @@ where
             Pushed::Recorded => {}
             pushed => {
                 // Full: replay the buffer now if nobody holds the lock; otherwise the next writer will.
-                // The sampled reads it holds go on to the miniature simulation, so that a run of reads
-                // with no write between them still reaches it.
+                // (The sampled reads it holds wait in the shard for the next write to hand them to the
+                // miniature simulation: a reader does no simulation work under the shard's lock.)
                 if let Some(mut shard) = locked.writer.try_lock() {
                     locked.reads.drain(|i, g| shard.record_read(i, g));
                     if pushed == Pushed::Overflow {
                         shard.record_read(idx, generation);
                     }
-                    self.adapt(&mut shard, false);
                 }
             }
         }

@@ -83,7 +83,9 @@ pub(crate) struct Hybrid {
 
 /// Most sampled accesses a shard keeps: allocated once, so that recording a read never allocates. Past
 /// this (reads with no write to hand them over, or a miniature busy every time), new ones are dropped.
-const BACKLOG: usize = 64;
+const BACKLOG: usize = 256;
+/// Most sampled accesses one turn hands over, so that no single write does much simulation work.
+const PER_TURN: usize = 16;
 
 impl Hybrid {
     pub(crate) fn new(capacity: u64) -> Self {
@@ -145,7 +147,8 @@ impl Hybrid {
                 due
             });
         if self.samples.len() >= self.batch
-            && let Some(Handover { taken, shift, window, batch }) = adaptation.try_hand_over(&self.samples, write)
+            && let Some(Handover { taken, shift, window, batch }) =
+                adaptation.try_hand_over(&self.samples[..self.samples.len().min(PER_TURN)], write)
         {
             self.samples.drain(..taken);
             (self.shift, self.batch) = (shift, batch);
