@@ -9,6 +9,8 @@ mod fnv;
 pub mod fs;
 mod latency;
 mod metrics;
+#[cfg(feature = "mount")]
+pub mod mount;
 #[cfg(feature = "otel")]
 pub mod otel;
 #[cfg(feature = "ring")]

@@ -118,6 +118,62 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Mount a CacheFs over BACKING at MOUNTPOINT (FUSE): programs read and write the slow directory
+    /// through memory. Runs until `fusermount3 -u MOUNTPOINT`, Ctrl-C or SIGTERM, then writes every dirty
+    /// file and exits non-zero if one could not be written.
+    Mount {
+        /// The slow directory (NFS, a network disk, a bucket mounted with FUSE).
+        backing: PathBuf,
+        /// An empty directory to mount on.
+        mountpoint: PathBuf,
+        /// How writes reach BACKING.
+        #[arg(long, value_parser = ["write-through", "write-back", "write-around"], default_value = "write-through")]
+        mode: String,
+        /// Memory for file contents (bytes; K, M, G, T suffixes).
+        #[arg(long, default_value = "1G", value_parser = cachefs_cli::fetch::parse_bytes)]
+        max_bytes: u64,
+        /// Write-back: how long a file stays dirty before it is written (500ms, 5s, 1m).
+        #[arg(long, default_value = "5s", value_parser = cachefs_cli::mount::parse_duration)]
+        flush_delay: std::time::Duration,
+        /// How long lengths, times and directory entries are cached.
+        #[arg(long, default_value = "1s", value_parser = cachefs_cli::mount::parse_duration)]
+        metadata_ttl: std::time::Duration,
+        /// Serve /metrics (Prometheus) and /stats.json at this address, e.g. 127.0.0.1:9400.
+        #[arg(long)]
+        metrics: Option<String>,
+        /// Refuse every change.
+        #[arg(long)]
+        read_only: bool,
+        /// Add this delay to every operation on BACKING (benchmarks: a stand-in for a network disk).
+        #[arg(long, default_value_t = 0, hide = true)]
+        backing_delay_ms: u64,
+    },
+    /// Read files through a cachefs mount so they are served from memory afterwards. PATHs may be inside
+    /// the mount or inside its backing directory; directories are walked.
+    Warm {
+        /// Files or directories.
+        paths: Vec<PathBuf>,
+        /// Only files whose path below each PATH matches (`*` within a component, `**` across).
+        #[arg(long)]
+        glob: Option<String>,
+        /// Also warm the paths listed in this file, one per line.
+        #[arg(long)]
+        list: Option<PathBuf>,
+        /// high: 4 readers; low: 1 reader at idle CPU and I/O priority.
+        #[arg(long, value_parser = ["high", "low"], default_value = "high")]
+        priority: String,
+    },
+    /// A live view of a mount's stats (`cachefs mount --metrics ADDR`), refreshed until Ctrl-C.
+    Status {
+        /// The mount's metrics address, e.g. 127.0.0.1:9400.
+        addr: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print one view and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// The disk ring buffer (`cachefs::ring`): inspect a ring's files, or benchmark the ring.
     Ring {
         #[command(subcommand)]
@@ -197,6 +253,18 @@ enum CliError {
     /// Reported already; exit code 1.
     #[error("the ring has corrupt records")]
     Corrupt,
+    #[error(transparent)]
+    Mount(#[from] cachefs_cli::mount::MountCliError),
+    #[error(transparent)]
+    Warm(#[from] cachefs_cli::warm::WarmError),
+    #[error("warm: give at least one PATH or --list")]
+    NothingToWarm,
+    #[error(transparent)]
+    Status(#[from] cachefs_cli::http::GetError),
+    #[error("{addr}/stats.json is not a cachefs mount's stats: {reason}")]
+    StatusBody { addr: String, reason: String },
+    #[error("--interval must be a positive number of seconds, got {0}")]
+    Interval(f64),
 }
 
 fn main() -> ExitCode {
@@ -311,6 +379,30 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Mount {
+            backing,
+            mountpoint,
+            mode,
+            max_bytes,
+            flush_delay,
+            metadata_ttl,
+            metrics,
+            read_only,
+            backing_delay_ms,
+        } => {
+            use cachefs_cli::mount;
+            let options = cachefs::mount::MountOptions {
+                write_mode: mount::write_mode(&mode, flush_delay),
+                max_bytes,
+                metadata_ttl,
+                read_only,
+                backing_delay: std::time::Duration::from_millis(backing_delay_ms),
+                ..Default::default()
+            };
+            Ok(mount::run(mount::Args { backing, mountpoint, options, metrics })?)
+        }
+        Command::Warm { paths, glob, list, priority } => warm_command(paths, glob.as_deref(), list, &priority),
+        Command::Status { addr, interval, once } => status_command(&addr, interval, once),
         Command::Ring { command: RingCommand::Inspect { path, mode } } => {
             let mode = match mode {
                 Mode::Mmap => cachefs::ring::IoMode::Mmap,
@@ -363,6 +455,99 @@ fn run(cli: Cli) -> Result<(), CliError> {
             eprintln!("ring bench finished in {:.0} s", started.elapsed().as_secs_f64());
             Ok(())
         }
+    }
+}
+
+fn warm_command(
+    paths: Vec<PathBuf>,
+    glob: Option<&str>,
+    list: Option<PathBuf>,
+    priority: &str,
+) -> Result<(), CliError> {
+    use cachefs_cli::warm;
+    use std::sync::atomic::Ordering;
+    let mut paths = paths;
+    if let Some(list) = list {
+        paths.extend(warm::list(&list)?);
+    }
+    if paths.is_empty() {
+        return Err(CliError::NothingToWarm);
+    }
+    let glob = glob.map(warm::pattern).transpose()?;
+    let table = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|source| warm::WarmError::Io { path: "/proc/self/mountinfo".into(), source })?;
+    let mounts = warm::mounts(&table);
+    let mut files = Vec::new();
+    for p in &paths {
+        warm::files(&warm::through_mount(p, &mounts)?, glob.as_ref(), &mut files)?;
+    }
+    let total: u64 = files.iter().map(|(_, len)| len).sum();
+    let workers = if priority == "low" {
+        warm::lower_priority();
+        1
+    } else {
+        4
+    };
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {msg} {bytes}/{total_bytes} {bytes_per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let progress = warm::Progress::default();
+    let count = files.len();
+    let started = Instant::now();
+    let result = std::thread::scope(|s| {
+        let reader = s.spawn(|| warm::read_all(&files, workers, &progress));
+        while !reader.is_finished() {
+            bar.set_position(progress.bytes.load(Ordering::Relaxed));
+            bar.set_message(format!("{}/{count} files", progress.files.load(Ordering::Relaxed)));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        reader.join().unwrap_or_else(|_| Err(warm::WarmError::Partial { failed: 1, first: "a reader panicked".into() }))
+    });
+    bar.finish_and_clear();
+    let (done, bytes) = (progress.files.load(Ordering::Relaxed), progress.bytes.load(Ordering::Relaxed));
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "warmed {done} of {count} files, {bytes} bytes in {secs:.1} s ({:.1} MB/s)",
+        bytes as f64 / 1e6 / secs.max(1e-9)
+    );
+    Ok(result?)
+}
+
+fn status_command(addr: &str, interval: f64, once: bool) -> Result<(), CliError> {
+    use std::io::IsTerminal;
+    if !(interval.is_finite() && interval > 0.0) {
+        return Err(CliError::Interval(interval));
+    }
+    let fetch = || -> Result<serde_json::Value, CliError> {
+        let body = cachefs_cli::http::get(addr, "/stats.json")?;
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| CliError::StatusBody { addr: addr.to_string(), reason: e.to_string() })?;
+        if v.get("fs").is_none() {
+            return Err(CliError::StatusBody { addr: addr.to_string(), reason: "no \"fs\" section".into() });
+        }
+        Ok(v)
+    };
+    let tty = std::io::stdout().is_terminal();
+    let mut before: Option<(serde_json::Value, Instant)> = None;
+    loop {
+        let now = fetch()?;
+        let view = cachefs_cli::status::render(
+            &now,
+            before.as_ref().map(|b| &b.0),
+            before.as_ref().map_or(0.0, |b| b.1.elapsed().as_secs_f64()),
+        );
+        if tty && !once {
+            print!("\x1b[2J\x1b[H");
+        }
+        println!("{view}");
+        if once {
+            return Ok(());
+        }
+        before = Some((now, Instant::now()));
+        std::thread::sleep(std::time::Duration::from_secs_f64(interval));
     }
 }
 
