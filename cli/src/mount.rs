@@ -1,5 +1,5 @@
 //! `cachefs mount`: serves a `CacheFs` over a directory as a FUSE file system until it is unmounted
-//! (`fusermount3 -u`) or the process gets Ctrl-C, SIGTERM or SIGHUP; then flushes every dirty file and
+//! (`fusermount3 -u`) or the process gets Ctrl-C, SIGTERM or SIGHUP; then writes every dirty file and
 //! exits non-zero if one could not be written.
 
 use std::net::TcpListener;
@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cachefs::fs::WriteMode;
-use cachefs::mount::{self, MountError, MountOptions};
+use cachefs::mount::{self, MountError, MountHandle, MountOptions};
 
 use crate::http;
 
@@ -62,12 +62,11 @@ pub fn write_mode(name: &str, flush_delay: Duration) -> WriteMode {
     }
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts after, and starts a
-/// thread that waits for them and unmounts `mountpoint` (lazily if it is busy), so that the mount's
-/// `wait` returns and the final flush runs.
-fn unmount_on_signal(mountpoint: &Path) -> Result<(), std::io::Error> {
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and in every thread it starts from now on (the
+/// mount's workers), so that only the thread of [`on_signal`] receives them.
+fn block_signals() -> Result<libc::sigset_t, std::io::Error> {
     // SAFETY: `set` is a local sigset_t initialised by sigemptyset before use; pthread_sigmask only reads it.
-    let set = unsafe {
+    unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
@@ -77,23 +76,32 @@ fn unmount_on_signal(mountpoint: &Path) -> Result<(), std::io::Error> {
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc));
         }
-        set
-    };
+        Ok(set)
+    }
+}
+
+/// Starts the thread that waits for a signal, then shuts the mount down (refuses changes, stores open
+/// files, flushes dirty ones) and unmounts it, so that the mount's `wait` returns. If files are still
+/// open the unmount is lazy (the mount point is detached at once) and the process exits after the
+/// flush: programs holding files get errors instead of a process that never ends.
+fn on_signal(set: libc::sigset_t, mountpoint: &Path, handle: MountHandle) -> Result<(), std::io::Error> {
     let mountpoint = mountpoint.to_path_buf();
     std::thread::Builder::new().name("cachefs-signals".into()).spawn(move || {
-        loop {
-            let mut sig = 0;
-            // SAFETY: `set` is an initialised sigset_t owned by this closure; `sig` is a valid out pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                continue;
-            }
-            eprintln!("cachefs mount: signal {sig}: unmounting {} and flushing", mountpoint.display());
-            let plain = Command::new("fusermount3").arg("-u").arg(&mountpoint).status();
-            if !plain.is_ok_and(|s| s.success()) {
-                eprintln!("cachefs mount: {} is busy; detaching it (open files finish first)", mountpoint.display());
-                let _ = Command::new("fusermount3").args(["-u", "-z"]).arg(&mountpoint).status();
-            }
+        let mut sig = 0;
+        // SAFETY: `set` is an initialised sigset_t owned by this closure; `sig` is a valid out pointer.
+        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        eprintln!("cachefs mount: signal {sig}: flushing and unmounting {}", mountpoint.display());
+        let flushed = handle.shutdown();
+        if let Err(e) = &flushed {
+            eprintln!("error: {e}");
         }
+        let plain = Command::new("fusermount3").arg("-u").arg(&mountpoint).status();
+        if plain.is_ok_and(|s| s.success()) {
+            return; // the main thread's `wait` returns and reports
+        }
+        eprintln!("cachefs mount: {} is busy; detached it (its open files now fail)", mountpoint.display());
+        let _ = Command::new("fusermount3").args(["-u", "-z"]).arg(&mountpoint).status();
+        std::process::exit(if flushed.is_ok() { 0 } else { 2 });
     })?;
     Ok(())
 }
@@ -119,10 +127,11 @@ pub fn run(args: Args) -> Result<(), MountCliError> {
         }
         None => None,
     };
-    unmount_on_signal(&args.mountpoint).map_err(MountCliError::Signals)?;
+    let signals = block_signals().map_err(MountCliError::Signals)?;
     let mounted = mount::mount(&args.backing, &args.mountpoint, args.options)?;
+    on_signal(signals, &args.mountpoint, mounted.handle()).map_err(MountCliError::Signals)?;
     if let Some(listener) = listener {
-        let source = mounted.stats_source();
+        let source = mounted.handle();
         eprintln!(
             "cachefs mount: metrics at http://{}/metrics and /stats.json",
             listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string())

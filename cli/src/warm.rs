@@ -51,7 +51,8 @@ pub struct CachefsMount {
     pub mountpoint: PathBuf,
 }
 
-/// The cachefs mounts in a `/proc/self/mountinfo` text.
+/// The cachefs mounts in a `/proc/self/mountinfo` text: type `fuse` or `fuse.cachefs`, source
+/// `cachefs:<backing directory>`.
 pub fn mounts(mountinfo: &str) -> Vec<CachefsMount> {
     mountinfo
         .lines()
@@ -59,10 +60,9 @@ pub fn mounts(mountinfo: &str) -> Vec<CachefsMount> {
             let (left, right) = line.split_once(" - ")?;
             let mountpoint = unescape(left.split(' ').nth(4)?);
             let mut r = right.split(' ');
-            if r.next()? != "fuse.cachefs" {
-                return None;
-            }
-            Some(CachefsMount { backing: unescape(r.next()?), mountpoint })
+            let (kind, source) = (r.next()?, r.next()?);
+            let backing = source.strip_prefix("cachefs:").filter(|_| kind == "fuse" || kind == "fuse.cachefs")?;
+            Some(CachefsMount { backing: unescape(backing), mountpoint })
         })
         .collect()
 }
@@ -208,13 +208,21 @@ pub fn lower_priority() {
 mod tests {
     use super::*;
 
-    const INFO: &str = "36 35 98:0 / /mnt/m\\040x rw,nosuid - fuse.cachefs /data/slow rw,user_id=0\n\
+    const INFO: &str = "36 35 98:0 / /mnt/m\\040x rw,nosuid - fuse.cachefs cachefs:/data/slow rw,user_id=0\n\
+                        38 35 98:0 / /b rw,nosuid - fuse cachefs:/data/other rw,user_id=0\n\
+                        39 35 98:0 / /c rw,nosuid - fuse sshfs:/x rw,user_id=0\n\
                         37 35 98:0 / /other rw - ext4 /dev/sda1 rw\n";
 
     #[test]
     fn finds_cachefs_mounts_and_maps_backing_paths() {
         let m = mounts(INFO);
-        assert_eq!(m, [CachefsMount { backing: "/data/slow".into(), mountpoint: "/mnt/m x".into() }]);
+        assert_eq!(
+            m,
+            [
+                CachefsMount { backing: "/data/slow".into(), mountpoint: "/mnt/m x".into() },
+                CachefsMount { backing: "/data/other".into(), mountpoint: "/b".into() }
+            ]
+        );
         let dir = tempfile::tempdir().unwrap();
         let backing = dir.path().join("b");
         std::fs::create_dir_all(backing.join("sub")).unwrap();

@@ -13,7 +13,7 @@ use fuser::{
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::backing::Backing;
 use super::errno;
@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     /// How long the kernel may keep an entry or attributes without asking again.
     ttl: Duration,
     write_back: bool,
+    /// Set once the mount is shutting down: changes are refused from then on (EIO). Every change holds
+    /// it for reading while it runs, so setting it (for writing) waits for changes in flight.
+    closed: RwLock<bool>,
     uid: u32,
     gid: u32,
 }
@@ -74,6 +77,7 @@ impl Shared {
             next_dir: Mutex::new(1),
             ttl,
             write_back: matches!(mode, WriteMode::WriteBack { .. }),
+            closed: RwLock::new(false),
             uid,
             gid,
         }
@@ -187,6 +191,21 @@ impl Shared {
         w.load(&content, &self.open).map_err(|_| Errno::ENOSPC)
     }
 
+    /// Runs a change unless the mount is shutting down (then `EIO`); the shutdown waits for it.
+    fn changing<T>(&self, change: impl FnOnce() -> Result<T>) -> Result<T> {
+        let closed = self.closed.read_recursive();
+        if *closed {
+            return Err(Errno::EIO);
+        }
+        change()
+    }
+
+    /// Refuses every change from now on (after those in flight) and stores every working copy.
+    pub(crate) fn close(&self) -> std::result::Result<(), Errno> {
+        *self.closed.write() = true;
+        self.store_all()
+    }
+
     /// Stores every working copy still dirty (the end of the mount: handles the kernel never released).
     pub(crate) fn store_all(&self) -> std::result::Result<(), Errno> {
         let mut first = Ok(());
@@ -235,7 +254,9 @@ impl Shared {
     fn release_handle(&self, fh: u64) {
         if let Some((ino, Some(w))) = self.open.release(fh) {
             let mut g = w.lock();
-            if let Err(e) = self.store(ino, &mut g) {
+            // After the shutdown began, nothing is stored: the shutdown stored every copy, and changes
+            // made since were refused.
+            if let Err(e) = self.changing(|| self.store(ino, &mut g)) {
                 eprintln!("cachefs mount: storing inode {ino} at its last close failed: {e:?}");
             }
             g.discard(&self.open);
@@ -447,7 +468,7 @@ impl Filesystem for MountedFs {
         reply: ReplyAttr,
     ) {
         let s = &self.0;
-        let result = (|| {
+        let result = s.changing(|| {
             let node = s.inodes.get(ino.0)?;
             if uid.is_some_and(|u| u != s.uid) || gid.is_some_and(|g| g != s.gid) {
                 return Err(Errno::EPERM);
@@ -470,7 +491,7 @@ impl Filesystem for MountedFs {
                 s.set_times(ino.0, &node, atime, mtime)?;
             }
             s.attr_of(ino.0, &s.inodes.get(ino.0)?)
-        })();
+        });
         match result {
             Ok(attr) => reply.attr(&s.ttl, &attr),
             Err(e) => reply.error(e),
@@ -479,7 +500,8 @@ impl Filesystem for MountedFs {
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let s = &self.0;
-        let result = s.child(parent, name).and_then(|path| {
+        let result = s.changing(|| {
+            let path = s.child(parent, name)?;
             s.backing.mkdir(&path, mode & !umask & 0o7777).map_err(io_err)?;
             s.lookup_path(&path)
         });
@@ -490,14 +512,14 @@ impl Filesystem for MountedFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.0.unlink(parent, name) {
+        match self.0.changing(|| self.0.unlink(parent, name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.0.rmdir(parent, name) {
+        match self.0.changing(|| self.0.rmdir(parent, name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -513,7 +535,7 @@ impl Filesystem for MountedFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.0.rename(parent, name, newparent, newname, flags) {
+        match self.0.changing(|| self.0.rename(parent, name, newparent, newname, flags)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -529,10 +551,13 @@ impl Filesystem for MountedFs {
             s.attr_of(ino.0, &node)?;
             let fh = s.open.open(ino.0);
             if flags.0 & libc::O_TRUNC != 0 && flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
-                let w = s.open.get(ino.0).ok_or(Errno::EIO)?;
-                if w.lock().set_len(0, &s.open).is_err() {
+                let truncated = s.changing(|| {
+                    let w = s.open.get(ino.0).ok_or(Errno::EIO)?;
+                    w.lock().set_len(0, &s.open).map_err(|_| Errno::ENOSPC)
+                });
+                if let Err(e) = truncated {
                     s.release_handle(fh);
-                    return Err(Errno::ENOSPC);
+                    return Err(e);
                 }
             }
             Ok(fh)
@@ -572,14 +597,14 @@ impl Filesystem for MountedFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.0.write(ino.0, offset, data) {
+        match self.0.changing(|| self.0.write(ino.0, offset, data)) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(e),
         }
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        match self.0.store_open(ino.0) {
+        match self.0.changing(|| self.0.store_open(ino.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -601,10 +626,10 @@ impl Filesystem for MountedFs {
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let s = &self.0;
-        let result = s
-            .inodes
-            .path(ino.0)
-            .and_then(|path| if unlinked(&path) { s.store_open(ino.0) } else { s.settle(ino.0, &path) });
+        let result = s.changing(|| {
+            let path = s.inodes.path(ino.0)?;
+            if unlinked(&path) { s.store_open(ino.0) } else { s.settle(ino.0, &path) }
+        });
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -682,7 +707,7 @@ impl Filesystem for MountedFs {
         reply: ReplyCreate,
     ) {
         let s = &self.0;
-        match s.create(parent, name, (mode & !umask & 0o7777) as u16, flags) {
+        match s.changing(|| s.create(parent, name, (mode & !umask & 0o7777) as u16, flags)) {
             Ok((attr, fh)) => reply.created(&s.ttl, &attr, Generation(0), FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }

@@ -21,9 +21,10 @@
 //! - Directories, permission bits and times live on the backing directory: `mkdir`, `rmdir`, renames and
 //!   `chmod`/`utimes` reach it before they are acknowledged (in write-back, a file whose attributes change
 //!   is written out first).
-//! - Unmounting ([`Mount::unmount`], `fusermount3 -u`, or the CLI on Ctrl-C/SIGTERM) stores every open
-//!   file and flushes every dirty one before [`Mount::wait`] returns; a failure is returned, never
-//!   dropped.
+//! - Unmounting ([`Mount::unmount`] or `fusermount3 -u`) stores every open file and flushes every dirty
+//!   one before [`Mount::wait`] returns; a failure is returned, never dropped. [`MountHandle::shutdown`]
+//!   does the same while still mounted, refusing changes from then on (`EIO`): what the CLI does on
+//!   Ctrl-C or SIGTERM before it unmounts.
 //! - Not supported: symlinks, hard links, special files, extended attributes, ownership changes to
 //!   another user (`EPERM`). The backing directory's symlinks and special files are not shown. Modes set
 //!   on a file in write-back mode before it is first written out are not kept on the backing directory.
@@ -168,11 +169,21 @@ impl MountStats {
     }
 }
 
-/// Reads a mount's stats from any thread (a metrics server), without keeping it mounted.
+/// A mount's stats and shutdown, from any thread (a metrics server, a signal handler).
 #[derive(Clone)]
-pub struct StatsSource(Arc<Shared>);
+pub struct MountHandle(Arc<Shared>);
 
-impl StatsSource {
+impl MountHandle {
+    /// Stops accepting changes (from now on they fail with `EIO`; changes in flight finish first),
+    /// stores every open file and writes every dirty one to the backing directory. The file system
+    /// stays mounted and readable until it is unmounted. Call it before a forced unmount so that nothing
+    /// acknowledged is lost; a failure lists the files that could not be written.
+    pub fn shutdown(&self) -> Result<(), MountError> {
+        let stored = self.0.close();
+        self.0.cache.flush().map_err(MountError::Flush)?;
+        stored.map_err(open_files_error)
+    }
+
     /// The current counters.
     pub fn stats(&self) -> MountStats {
         let s = &self.0;
@@ -185,9 +196,9 @@ impl StatsSource {
     }
 }
 
-impl std::fmt::Debug for StatsSource {
+impl std::fmt::Debug for MountHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatsSource").finish_non_exhaustive()
+        f.debug_struct("MountHandle").finish_non_exhaustive()
     }
 }
 
@@ -223,7 +234,9 @@ pub fn mount(backing: &Path, mountpoint: &Path, options: MountOptions) -> Result
         .name("mount")
         .latency(crate::latency::LatencyConfig::default())
         .build();
-    let mut fsname = dir.root().display().to_string();
+    // The source column of the mount table names the backing directory (`cachefs warm` reads it there);
+    // the type column is `fuse` or `fuse.cachefs` depending on how the kernel was asked.
+    let mut fsname = format!("cachefs:{}", dir.root().display());
     fsname.retain(|c| c != ',');
     let shared = Arc::new(Shared::new(cache, dir, options.metadata_ttl, write_mode, options.max_bytes));
     let mut config = Config::default();
@@ -249,12 +262,12 @@ impl Mount {
 
     /// The current counters.
     pub fn stats(&self) -> MountStats {
-        self.stats_source().stats()
+        self.handle().stats()
     }
 
-    /// A handle for reading stats from another thread.
-    pub fn stats_source(&self) -> StatsSource {
-        StatsSource(Arc::clone(&self.shared))
+    /// A handle for stats and shutdown from other threads.
+    pub fn handle(&self) -> MountHandle {
+        MountHandle(Arc::clone(&self.shared))
     }
 
     /// Unmounts (fails if files are still open: `EBUSY`), then stores and flushes everything.
@@ -277,5 +290,9 @@ impl Mount {
 fn finish(shared: &Shared) -> Result<(), MountError> {
     let stored = shared.store_all();
     shared.cache.flush().map_err(MountError::Flush)?;
-    stored.map_err(|e| MountError::Flush(crate::fs::Error::io("(open files)", io::Error::from_raw_os_error(e.code()))))
+    stored.map_err(open_files_error)
+}
+
+fn open_files_error(e: fuser::Errno) -> MountError {
+    MountError::Flush(crate::fs::Error::io("(files open at the end)", io::Error::from_raw_os_error(e.code())))
 }
