@@ -106,3 +106,34 @@ fn a_file_that_cannot_be_written_at_exit_is_reported_and_the_exit_code_says_so()
     assert_eq!(fs::read(m.backing.join("fine")).unwrap(), b"lands", "the rest is written");
     assert_eq!(fs::read(m.backing.join("d")).unwrap(), b"a file now", "the other writer's file stays");
 }
+
+#[test]
+fn listings_show_files_before_and_after_they_are_written_out() {
+    if !fuse_available("listings_show_files_before_and_after_they_are_written_out") {
+        return;
+    }
+    let m = Mounted::new(&["--mode", "write-back", "--flush-delay", "300ms", "--metadata-ttl", "1h"]);
+    let names = |dir: &std::path::Path| {
+        let mut v: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    fs::create_dir(m.mnt.join("d")).unwrap();
+    assert!(names(&m.mnt.join("d")).is_empty());
+    fs::write(m.mnt.join("d/new"), b"1").unwrap();
+    fs::create_dir(m.mnt.join("d/sub")).unwrap();
+    assert_eq!(names(&m.mnt.join("d")), ["new", "sub"], "before the flush");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !m.backing.join("d/new").exists() {
+        assert!(std::time::Instant::now() < deadline, "never written out");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(names(&m.mnt.join("d")), ["new", "sub"], "after the flush");
+    fs::rename(m.mnt.join("d/new"), m.mnt.join("d/sub/moved")).unwrap();
+    assert_eq!(names(&m.mnt.join("d")), ["sub"]);
+    assert_eq!(names(&m.mnt.join("d/sub")), ["moved"]);
+    fs::remove_file(m.mnt.join("d/sub/moved")).unwrap();
+    fs::remove_dir(m.mnt.join("d/sub")).unwrap();
+    assert!(names(&m.mnt.join("d")).is_empty());
+}

@@ -16,8 +16,9 @@ use fuser::{
 use parking_lot::{Mutex, RwLock};
 
 use super::backing::Backing;
+use super::dir_cache::DirCache;
 use super::errno;
-use super::inodes::{self, Inodes, Node, ROOT};
+use super::inodes::{self, Inodes, Node, ROOT, split};
 use super::open_files::{OpenFiles, Working};
 use crate::fs::{CacheFs, Error, WriteMode};
 
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) backing: Backing,
     pub(crate) inodes: Inodes,
     pub(crate) open: OpenFiles,
+    /// Directory listings and times, for the metadata TTL.
+    dirs: DirCache,
     /// Listings taken at `opendir`, by directory handle, paged out by `readdir`.
     listings: Mutex<HashMap<u64, Listing>>,
     next_dir: Mutex<u64>,
@@ -73,6 +76,7 @@ impl Shared {
             backing,
             inodes: Inodes::new(root_perm),
             open: OpenFiles::new(budget),
+            dirs: DirCache::new(ttl),
             listings: Mutex::default(),
             next_dir: Mutex::new(1),
             ttl,
@@ -107,8 +111,10 @@ impl Shared {
     /// written, else from the `CacheFs` (its metadata cache); a directory's from the backing directory.
     fn attr_of(&self, ino: u64, node: &Node) -> Result<FileAttr> {
         if node.dir {
-            let e = self.backing.entry(&node.path).map_err(io_err)?.ok_or(Errno::ENOENT)?;
-            return Ok(self.attr(ino, true, node.perm, 4096, e.modified));
+            let modified = self.dirs.modified(&node.path, || {
+                Ok::<_, Errno>(self.backing.entry(&node.path).map_err(io_err)?.ok_or(Errno::ENOENT)?.modified)
+            })?;
+            return Ok(self.attr(ino, true, node.perm, 4096, modified));
         }
         if let Some(w) = self.open.get(ino) {
             let w = w.lock();
@@ -274,6 +280,7 @@ impl Shared {
             self.settle(ino, &node.path)?;
         }
         self.backing.set_times(&node.path, at(atime), at(mtime)).map_err(io_err)?;
+        self.dirs.touched(&node.path);
         if !node.dir {
             // The cached metadata still has the old time.
             self.cache.invalidate(&node.path).map_err(fs_err)?;
@@ -282,7 +289,8 @@ impl Shared {
     }
 
     fn listing(&self, path: &str) -> Result<Listing> {
-        let mut names: BTreeMap<String, bool> = self.backing.list(path).map_err(io_err)?.into_iter().collect();
+        let listed = self.dirs.names(path, || self.backing.list(path).map_err(io_err))?;
+        let mut names: BTreeMap<String, bool> = listed.into_iter().collect();
         if self.write_back {
             // Files only write-back holds so far, and the directories they imply.
             for f in self.cache.dirty_files(path).map_err(fs_err)? {
@@ -339,6 +347,8 @@ impl Shared {
             let moved = self.backing.rename_dir(&from, &to).map_err(io_err);
             self.cache.invalidate_prefix(&from).map_err(fs_err)?;
             self.cache.invalidate_prefix(&to).map_err(fs_err)?;
+            self.dirs.changed_below(&from);
+            self.dirs.changed_below(&to);
             moved?;
         } else {
             if target.is_some_and(|t| t.dir) {
@@ -350,6 +360,9 @@ impl Shared {
             self.cache.rename(&from, &to).map_err(fs_err)?;
         }
         self.inodes.renamed(&from, &to);
+        let ((from_dir, from_name), (to_dir, to_name)) = (split(&from), split(&to));
+        self.dirs.removed(from_dir, from_name);
+        self.dirs.added(to_dir, to_name, source.is_some_and(|s| s.dir));
         Ok(())
     }
 
@@ -366,7 +379,11 @@ impl Shared {
             self.load(ino, &mut g)?;
             g.dirty = false;
         }
-        self.cache.remove(&path).map_err(fs_err)?;
+        let removed = self.cache.remove(&path).map_err(fs_err);
+        // Whatever happened, the listing may have changed.
+        let (dir, name) = split(&path);
+        self.dirs.removed(dir, name);
+        removed?;
         self.inodes.unlinked(&path);
         Ok(())
     }
@@ -377,6 +394,9 @@ impl Shared {
             return Err(Errno::ENOTEMPTY);
         }
         self.backing.rmdir(&path).map_err(io_err)?;
+        let (dir, name) = split(&path);
+        self.dirs.removed(dir, name);
+        self.dirs.changed_below(&path);
         self.inodes.unlinked(&path);
         Ok(())
     }
@@ -394,6 +414,8 @@ impl Shared {
             return Err(Errno::EEXIST);
         }
         self.cache.write(&path, Bytes::new()).map_err(fs_err)?;
+        let (dir, name) = split(&path);
+        self.dirs.added(dir, name, false);
         if perm != FILE_PERM && !self.write_back {
             self.backing.set_perm(&path, u32::from(perm)).map_err(io_err)?;
         }
@@ -503,6 +525,8 @@ impl Filesystem for MountedFs {
         let result = s.changing(|| {
             let path = s.child(parent, name)?;
             s.backing.mkdir(&path, mode & !umask & 0o7777).map_err(io_err)?;
+            let (dir, name) = split(&path);
+            s.dirs.added(dir, name, true);
             s.lookup_path(&path)
         });
         match result {

@@ -46,6 +46,11 @@ pub(crate) fn join(parent: &str, name: &OsStr) -> Result<String, Errno> {
     Ok(if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") })
 }
 
+/// `path`'s parent directory and last component (`""` is the root).
+pub(crate) fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
 /// True if `path` is `dir` or below it (by component).
 pub(crate) fn within(path: &str, dir: &str) -> bool {
     dir.is_empty() || path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))

@@ -30,6 +30,7 @@
 //!   on a file in write-back mode before it is first written out are not kept on the backing directory.
 
 mod backing;
+mod dir_cache;
 mod errno;
 mod filesystem;
 mod inodes;
