@@ -207,6 +207,19 @@ fn attributes_truncation_renames_and_listing_match_a_local_disk() {
     assert_eq!(&first, b"!");
     drop(open);
     assert!(!backing.join("w/a2").exists() && !mnt.join("w/a2").exists());
+    // Renaming over an open file: its handle keeps the old content; renaming to itself changes nothing.
+    fs::write(mnt.join("old"), b"old content").unwrap();
+    fs::write(mnt.join("new"), b"new content").unwrap();
+    let held = fs::File::open(mnt.join("old")).unwrap();
+    fs::rename(mnt.join("new"), mnt.join("old")).unwrap();
+    let mut seen = [0u8; 11];
+    held.read_exact_at(&mut seen, 0).unwrap();
+    assert_eq!(&seen, b"old content");
+    drop(held);
+    fs::rename(mnt.join("old"), mnt.join("old")).unwrap();
+    assert_eq!(fs::read(mnt.join("old")).unwrap(), b"new content");
+    assert_eq!(fs::read(backing.join("old")).unwrap(), b"new content");
+    assert!(!backing.join("new").exists());
     let stat = sh(mnt, "df -P . | tail -1");
     assert!(stat.split_whitespace().nth(1).is_some_and(|b| b.parse::<u64>().is_ok_and(|b| b > 0)), "{stat}");
 }

@@ -101,9 +101,13 @@ impl Backing {
     }
 
     /// The entry at `path`, not following a final symlink; `None` if there is nothing there, or something
-    /// the mount does not show (a symlink, a device, a write in progress).
+    /// the mount does not show (a symlink, a device, a write in progress: a name with the backend's
+    /// temporary-file marker).
     pub(crate) fn entry(&self, path: &str) -> io::Result<Option<Entry>> {
         self.op(Op::Metadata);
+        if path.rsplit('/').next().is_some_and(|name| name.contains(TEMP_MARKER)) {
+            return Ok(None);
+        }
         match fs::symlink_metadata(self.full(path)) {
             Ok(m) if m.is_dir() || m.is_file() => {
                 Ok(Some(Entry { dir: m.is_dir(), perm: (m.mode() & 0o7777) as u16, modified: m.modified()? }))

@@ -132,8 +132,9 @@ impl Shared {
     /// Looks `path` up, counting a kernel reference on success.
     fn lookup_path(&self, path: &str) -> Result<FileAttr> {
         if let Some((ino, node)) = self.inodes.find(path) {
-            let attr = self.attr_of(ino, &node)?;
-            self.inodes.remember(path, node.dir, node.perm);
+            let mut attr = self.attr_of(ino, &node)?;
+            // Forgotten meanwhile, the path gets a new number: the reply must carry the counted one.
+            attr.ino = INodeNo(self.inodes.remember(path, node.dir, node.perm));
             return Ok(attr);
         }
         match self.backing.entry(path).map_err(io_err)? {
@@ -148,6 +149,14 @@ impl Shared {
                 let ino = self.inodes.remember(path, false, perm);
                 Ok(self.attr(ino, false, perm, m.len, m.modified))
             }
+        }
+    }
+
+    /// Whether `path` exists, without counting a kernel reference: a directory or a file.
+    fn lookup_entry(&self, path: &str) -> Result<bool> {
+        match self.backing.entry(path).map_err(io_err)? {
+            Some(e) => Ok(e.dir),
+            None => self.cache.stat(path).map(|_| false).map_err(fs_err),
         }
     }
 
@@ -327,6 +336,10 @@ impl Shared {
             return Err(Errno::EINVAL);
         }
         let (from, to) = (self.child(parent, name)?, self.child(new_parent, new_name)?);
+        if from == to {
+            // POSIX: renaming a file to itself does nothing (once it is known to exist).
+            return self.lookup_entry(&from).map(|_| ());
+        }
         let source = self.backing.entry(&from).map_err(io_err)?;
         let target = self.backing.entry(&to).map_err(io_err)?;
         let target_file =
@@ -357,6 +370,7 @@ impl Shared {
             if let Some((ino, _)) = self.inodes.find(&from) {
                 self.store_open(ino)?;
             }
+            self.orphan(&to)?;
             self.cache.rename(&from, &to).map_err(fs_err)?;
         }
         self.inodes.renamed(&from, &to);
@@ -371,20 +385,26 @@ impl Shared {
         if self.backing.entry(&path).map_err(io_err)?.is_some_and(|e| e.dir) {
             return Err(Errno::EISDIR);
         }
-        if let Some((ino, _)) = self.inodes.find(&path)
-            && let Some(w) = self.open.get(ino)
-        {
-            // Open handles keep reading and writing the removed file, as on a local disk.
-            let mut g = w.lock();
-            self.load(ino, &mut g)?;
-            g.dirty = false;
-        }
+        self.orphan(&path)?;
         let removed = self.cache.remove(&path).map_err(fs_err);
         // Whatever happened, the listing may have changed.
         let (dir, name) = split(&path);
         self.dirs.removed(dir, name);
         removed?;
         self.inodes.unlinked(&path);
+        Ok(())
+    }
+
+    /// `path` is about to be removed or replaced: if it is open, its handles keep reading and writing the
+    /// old file (in memory, never stored again), as on a local disk.
+    fn orphan(&self, path: &str) -> Result<()> {
+        if let Some((ino, _)) = self.inodes.find(path)
+            && let Some(w) = self.open.get(ino)
+        {
+            let mut g = w.lock();
+            self.load(ino, &mut g)?;
+            g.dirty = false;
+        }
         Ok(())
     }
 
