@@ -132,7 +132,7 @@ where
                     if i > 0 {
                         // The turn each single insert's write gives the policy (the write itself gives
                         // the last pair's), so that a batch adapts exactly as the loop would.
-                        self.adapt(shard, true);
+                        self.adapt(shard);
                     }
                     match shard.insert(key, value, hash, weight, expires_at, now, out, guard) {
                         Inserted::New => inserts += 1,

@@ -570,7 +570,7 @@ where
                 shard.expire(now, &mut out, guard);
             }
             let result = f(&mut shard, now, &mut out, guard);
-            self.adapt(&mut shard, true);
+            self.adapt(&mut shard);
             heavy = shard.publish_retired(guard, flush);
             locked.len.store(shard.len() as u64, Relaxed);
             locked.weight.store(shard.weight(), Relaxed);
@@ -579,13 +579,12 @@ where
         (result, out, heavy)
     }
 
-    /// A turn of the policy's adaptation, after a write (`write`) or a reader's drain of the read buffer:
-    /// the shard hands its sampled accesses to the miniature simulation when it has enough, and on a
-    /// write a weighted cache now and then re-estimates how many entries it holds, which sizes the sample.
-    /// A reader's turn allocates nothing.
-    fn adapt(&self, shard: &mut Shard<K, V>, write: bool) {
+    /// A turn of the policy's adaptation, after a write: the shard hands its sampled accesses to the
+    /// miniature simulation when it has enough, and a weighted cache now and then re-estimates how many
+    /// entries it holds, which sizes the sample.
+    fn adapt(&self, shard: &mut Shard<K, V>) {
         if let Some(adaptation) = &self.inner.adaptation
-            && shard.adapt(adaptation, write)
+            && shard.adapt(adaptation)
         {
             adaptation.resize(self.entries_at_capacity());
         }

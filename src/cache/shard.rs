@@ -110,10 +110,10 @@ impl<K: Eq, V> Shard<K, V> {
         self.policy.filters_admission()
     }
 
-    /// Hands the policy's sampled accesses to the cache's miniature simulation (W-TinyLFU's window choice);
-    /// `write` is false on a reader's turn. True when a weighted cache should re-estimate its entries.
-    pub(crate) fn adapt(&mut self, adaptation: &Adaptation, write: bool) -> bool {
-        self.policy.adapt(&mut self.slab, adaptation, write)
+    /// Hands the policy's sampled accesses to the cache's miniature simulation (W-TinyLFU's window choice),
+    /// after a write. True when a weighted cache should re-estimate its entries.
+    pub(crate) fn adapt(&mut self, adaptation: &Adaptation) -> bool {
+        self.policy.adapt(&mut self.slab, adaptation)
     }
 
     /// Applies a read recorded earlier, if slot `idx` still holds the entry that was read.

@@ -133,22 +133,20 @@ impl Hybrid {
 
     /// Hands the sampled accesses collected so far to the cache's miniature, once there are a batch of
     /// them and if it is free (a busy miniature is tried again at the next turn), and takes the window
-    /// it chose. `write` is false on a reader's turn: then the miniature must not allocate, and takes
-    /// only what it has room for. True when a weighted cache should re-estimate its entries
-    /// ([`Adaptation::resize`]), which is the caller's to do.
-    pub(crate) fn adapt<K, V>(&mut self, slab: &mut Slab<K, V>, adaptation: &Adaptation, write: bool) -> bool {
-        let remeasure = write
-            && adaptation.remeasure_every().is_some_and(|every| {
-                self.writes += 1;
-                let due = self.writes >= every;
-                if due {
-                    self.writes = 0;
-                }
-                due
-            });
+    /// it chose; called after writes only (readers do no simulation work). True when a weighted cache
+    /// should re-estimate its entries ([`Adaptation::resize`]), which is the caller's to do.
+    pub(crate) fn adapt<K, V>(&mut self, slab: &mut Slab<K, V>, adaptation: &Adaptation) -> bool {
+        let remeasure = adaptation.remeasure_every().is_some_and(|every| {
+            self.writes += 1;
+            let due = self.writes >= every;
+            if due {
+                self.writes = 0;
+            }
+            due
+        });
         if self.samples.len() >= self.batch
             && let Some(Handover { taken, shift, window, batch }) =
-                adaptation.try_hand_over(&self.samples[..self.samples.len().min(PER_TURN)], write)
+                adaptation.try_hand_over(&self.samples[..self.samples.len().min(PER_TURN)])
         {
             self.samples.drain(..taken);
             (self.shift, self.batch) = (shift, batch);

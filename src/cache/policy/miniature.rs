@@ -195,25 +195,6 @@ impl Miniature {
         }
     }
 
-    /// Grows the tables, if need be, so that `keys` new keys fit without allocating.
-    fn make_room(&mut self, keys: usize) {
-        let spare = self.free.len() + (self.nodes.capacity() - self.nodes.len());
-        if spare < keys {
-            self.nodes.reserve(keys - spare);
-            self.free.reserve(self.nodes.capacity() - self.free.len());
-        }
-        if self.index.capacity() - self.index.len() < keys {
-            self.index.reserve(keys);
-        }
-    }
-
-    /// Whether one more access can be taken without allocating: a free node (or spare room for one)
-    /// and spare room in the index, in case the key is new.
-    fn has_room(&self) -> bool {
-        let spare_nodes = self.free.len() + (self.nodes.capacity() - self.nodes.len());
-        spare_nodes > 0 && self.index.capacity() > self.index.len()
-    }
-
     /// One access of sampled key `hash`.
     pub(crate) fn access(&mut self, hash: u64) {
         self.sketch.increment(hash);
@@ -422,8 +403,6 @@ pub(crate) struct Handover {
 
 /// Most samples a shard collects before handing them over.
 const MAX_BATCH: u64 = 16;
-/// New keys a writer's handover leaves room for in the miniature's tables, for readers' handovers.
-const READERS_ROOM: usize = 256;
 
 impl Adaptation {
     /// For a cache of `capacity` split into `shards` shards. A weighted cache cannot tell how many
@@ -457,27 +436,17 @@ impl Adaptation {
     }
 
     /// Runs the sampled accesses `hashes` (oldest first; those outside the current sample are skipped)
-    /// through the miniature, if no other shard is using it (`None` if it is busy). With `grow` false
-    /// (a reader's handover: `get` must not allocate), stops at the first access that would need the
-    /// miniature's tables to grow.
-    pub(crate) fn try_hand_over(&self, hashes: &[u64], grow: bool) -> Option<Handover> {
+    /// through the miniature, if no other shard is using it (`None` if it is busy). Writers only: the
+    /// miniature's tables may grow.
+    pub(crate) fn try_hand_over(&self, hashes: &[u64]) -> Option<Handover> {
         let mut m = self.miniature.try_lock()?;
         let shift = m.shift();
-        let mut taken = 0;
         for &h in hashes {
             if is_sampled(h, shift) {
-                if !grow && !m.has_room() {
-                    break;
-                }
                 m.access(h);
             }
-            taken += 1;
         }
-        if grow {
-            // Room for what readers may hand over before the next write: a reader's handover takes
-            // only what fits without allocating.
-            m.make_room(READERS_ROOM);
-        }
+        let taken = hashes.len();
         let batch = (m.capacity / (8 * self.shards)).clamp(1, MAX_BATCH) as usize;
         Some(Handover { taken, shift, window: m.window(), batch })
     }

@@ -125,12 +125,11 @@ impl PolicyState {
         }
     }
 
-    /// Hands the policy's sampled accesses to the cache's miniature and applies what it chose (W-TinyLFU);
-    /// `write` is false on a reader's turn, which must not allocate. True when a weighted cache should
-    /// re-estimate how many entries its capacity holds.
-    pub(crate) fn adapt<K, V>(&mut self, slab: &mut Slab<K, V>, adaptation: &Adaptation, write: bool) -> bool {
+    /// Hands the policy's sampled accesses to the cache's miniature and applies what it chose (W-TinyLFU),
+    /// after a write. True when a weighted cache should re-estimate how many entries its capacity holds.
+    pub(crate) fn adapt<K, V>(&mut self, slab: &mut Slab<K, V>, adaptation: &Adaptation) -> bool {
         match self {
-            PolicyState::Hybrid(p) => p.adapt(slab, adaptation, write),
+            PolicyState::Hybrid(p) => p.adapt(slab, adaptation),
             _ => false,
         }
     }
