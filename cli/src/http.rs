@@ -3,6 +3,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -10,14 +11,33 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// A page: content type and body.
 pub type Page = (&'static str, String);
 
-/// Serves `pages(path)` (None: 404) on `listener` until the process exits, on a thread of its own.
-pub fn serve(listener: TcpListener, pages: impl Fn(&str) -> Option<Page> + Send + 'static) {
+/// Most connections served at once; more are closed at once (a scraper retries).
+const CONNECTIONS: usize = 16;
+
+/// Serves `pages(path)` (None: 404) on `listener` until the process exits: a thread accepts, and each
+/// connection gets a thread of its own (at most [`CONNECTIONS`]), so an idle or slow client delays no one
+/// else.
+pub fn serve(listener: TcpListener, pages: impl Fn(&str) -> Option<Page> + Send + Sync + 'static) {
+    let pages = std::sync::Arc::new(pages);
+    // Relaxed: a count of live connections, ordering nothing.
+    let live = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("cachefs-metrics".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                // A client that misbehaves loses its own request, nothing else.
-                let _ = answer(stream, &pages);
+                if live.fetch_add(1, Relaxed) >= CONNECTIONS {
+                    live.fetch_sub(1, Relaxed);
+                    continue; // dropped: closed
+                }
+                let (pages, done) = (pages.clone(), live.clone());
+                let spawned = std::thread::Builder::new().name("cachefs-metrics-conn".into()).spawn(move || {
+                    // A client that misbehaves loses its own request, nothing else.
+                    let _ = answer(stream, &*pages);
+                    done.fetch_sub(1, Relaxed);
+                });
+                if spawned.is_err() {
+                    live.fetch_sub(1, Relaxed);
+                }
             }
         })
         .expect("spawning the metrics thread");
@@ -111,6 +131,12 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+        // Idle clients hold their own connections only.
+        let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+        let started = std::time::Instant::now();
+        assert_eq!(get(&addr, "/a").unwrap(), "hello");
+        assert!(started.elapsed() < TIMEOUT, "a scrape waited for idle connections");
+        drop(idle);
         let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
         assert!(matches!(get(&closed, "/a"), Err(GetError::Io { .. })));
     }

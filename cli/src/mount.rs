@@ -143,7 +143,15 @@ pub fn run(args: Args) -> Result<(), MountCliError> {
         });
     }
     eprintln!("cachefs mount: {} mounted at {}", args.backing.display(), args.mountpoint.display());
-    mounted.wait()?;
+    if let Err(e) = mounted.wait() {
+        if let MountError::Flush(cachefs::fs::Error::Flush { failures }) = &e {
+            // Every file whose data is lost with this process, not just the first.
+            for f in failures {
+                eprintln!("cachefs mount: not written: {}: {}", f.path, f.error);
+            }
+        }
+        return Err(e.into());
+    }
     eprintln!("cachefs mount: unmounted; every dirty file written");
     Ok(())
 }

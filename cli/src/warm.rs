@@ -124,7 +124,8 @@ pub fn files(root: &Path, glob: Option<&glob::Pattern>, out: &mut Vec<(PathBuf, 
                 stack.push(path);
             } else if meta.is_file() {
                 let rel = path.strip_prefix(root).unwrap_or(&path);
-                if glob.is_none_or(|g| g.matches_path(rel)) {
+                let options = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
+                if glob.is_none_or(|g| g.matches_path_with(rel, options)) {
                     out.push((path, meta.len()));
                 }
             }
@@ -241,6 +242,11 @@ mod tests {
         let mut found = Vec::new();
         files(dir.path(), Some(&pattern("**/*.bin").unwrap()), &mut found).unwrap();
         assert_eq!(found, [(dir.path().join("a/b/x.bin"), 10)]);
+        found.clear();
+        files(dir.path(), Some(&pattern("*.txt").unwrap()), &mut found).unwrap();
+        assert!(found.is_empty(), "`*` stays within one component: {found:?}");
+        files(dir.path(), Some(&pattern("*/*.txt").unwrap()), &mut found).unwrap();
+        assert_eq!(found, [(dir.path().join("a/y.txt"), 5)]);
         found.clear();
         files(dir.path(), None, &mut found).unwrap();
         assert_eq!(found.len(), 2);

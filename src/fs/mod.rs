@@ -321,9 +321,9 @@ impl Inner {
 
     /// Runs `f` with what flushing needs: the locks, the counters, and a timed backend write.
     fn with_env<R>(&self, f: impl FnOnce(&Env<'_>) -> R) -> R {
-        let store = |path: &str, data: &[u8]| {
+        let store = |path: &str, data: &[u8], modified| {
             let started = self.start();
-            let result = self.backend.write(path, data);
+            let result = self.backend.write_modified(path, data, modified);
             self.record(OP_FLUSH, started);
             result
         };

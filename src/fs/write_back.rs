@@ -70,8 +70,8 @@ pub(crate) struct WriteBack {
     work: Condvar,
 }
 
-/// Writes a whole file to the backend.
-pub(crate) type Store<'a> = dyn Fn(&str, &[u8]) -> Result<(), Error> + Sync + 'a;
+/// Writes a whole file to the backend, with the modification time of the write it carries.
+pub(crate) type Store<'a> = dyn Fn(&str, &[u8], SystemTime) -> Result<(), Error> + Sync + 'a;
 
 /// The rest of the file system, as flushing uses it.
 pub(crate) struct Env<'a> {
@@ -246,8 +246,9 @@ impl WriteBack {
 
     /// Writes the slot's dirty data, if any. `None` if it was not dirty.
     pub(crate) fn flush_slot(&self, env: &Env<'_>, slot: &mut Slot<'_>) -> Option<Result<(), Error>> {
-        let data = slot.dirty()?.0.clone();
-        Some(match (env.store)(slot.path(), &data) {
+        let (data, dirty) = slot.dirty()?;
+        let (data, modified) = (data.clone(), dirty.modified);
+        Some(match (env.store)(slot.path(), &data, modified) {
             Ok(()) => {
                 let len = slot.mark_clean().unwrap_or(0);
                 self.release(slot.path(), len);

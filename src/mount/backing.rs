@@ -199,6 +199,13 @@ pub(crate) struct Content {
     backing: Backing,
 }
 
+impl Content {
+    /// Removes temporary files an interrupted write left in the backing directory; how many went.
+    pub(crate) fn remove_temp_files(&self) -> Result<u64, Error> {
+        self.os.remove_temp_files()
+    }
+}
+
 impl Backend for Content {
     fn read(&self, path: &str, buf: &mut Vec<u8>) -> Result<(), Error> {
         self.backing.op(Op::Read);
@@ -211,6 +218,10 @@ impl Backend for Content {
     fn write(&self, path: &str, data: &[u8]) -> Result<(), Error> {
         self.backing.op(Op::Write);
         self.os.write(path, data)
+    }
+    fn write_modified(&self, path: &str, data: &[u8], modified: SystemTime) -> Result<(), Error> {
+        self.backing.op(Op::Write);
+        self.os.write_modified(path, data, modified)
     }
     fn stat(&self, path: &str) -> Result<Metadata, Error> {
         self.backing.op(Op::Metadata);

@@ -354,8 +354,10 @@ impl Shared {
             if within(&to, &from) {
                 return Err(Errno::EINVAL);
             }
-            // Everything below goes to the backing directory first; the directory then moves there.
-            let dirty = self.cache.dirty_files(&from).map_err(fs_err)?;
+            // Everything below both goes to the backing directory first (a target holding files only
+            // write-back has is not empty); the directory then moves there.
+            let mut dirty = self.cache.dirty_files(&from).map_err(fs_err)?;
+            dirty.extend(self.cache.dirty_files(&to).map_err(fs_err)?);
             self.cache.batch_flush(dirty).map_err(fs_err)?;
             let moved = self.backing.rename_dir(&from, &to).map_err(io_err);
             self.cache.invalidate_prefix(&from).map_err(fs_err)?;
@@ -436,7 +438,12 @@ impl Shared {
         self.cache.write(&path, Bytes::new()).map_err(fs_err)?;
         let (dir, name) = split(&path);
         self.dirs.added(dir, name, false);
-        if perm != FILE_PERM && !self.write_back {
+        if perm != FILE_PERM {
+            // The mode lives on the backing file (whose later replacements keep it): in write-back the
+            // empty file is written out now, so that it never lands with a wider mode.
+            if self.write_back {
+                self.cache.batch_flush([&path]).map_err(fs_err)?;
+            }
             self.backing.set_perm(&path, u32::from(perm)).map_err(io_err)?;
         }
         let ino = self.inodes.remember(&path, false, perm);

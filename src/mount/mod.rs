@@ -26,8 +26,11 @@
 //!   does the same while still mounted, refusing changes from then on (`EIO`): what the CLI does on
 //!   Ctrl-C or SIGTERM before it unmounts.
 //! - Not supported: symlinks, hard links, special files, extended attributes, ownership changes to
-//!   another user (`EPERM`). The backing directory's symlinks and special files are not shown. Modes set
-//!   on a file in write-back mode before it is first written out are not kept on the backing directory.
+//!   another user (`EPERM`). The backing directory's symlinks and special files are not shown. Names
+//!   containing [`TEMP_MARKER`](crate::fs::TEMP_MARKER) (`.cachefs-tmp.`) are the backend's temporary
+//!   files: not shown, and refused (`EINVAL`); those a crash left behind are removed when the mount starts.
+//! - A file keeps its permission bits when its content is replaced; a file created with a mode other
+//!   than `0644` is written out at once in write-back, so it never lands with a wider mode.
 
 mod backing;
 mod dir_cache;
@@ -222,6 +225,8 @@ pub fn mount(backing: &Path, mountpoint: &Path, options: MountOptions) -> Result
     let backing_err = |source| MountError::Backing { path: backing.to_path_buf(), source };
     let dir = Backing::new(backing, options.backing_delay).map_err(backing_err)?;
     let content = dir.content().map_err(|e| backing_err(io::Error::other(e)))?;
+    // Temporaries of writes a crash interrupted: never anyone's data.
+    content.remove_temp_files().map_err(|e| backing_err(io::Error::other(e)))?;
     let write_mode = match options.write_mode {
         WriteMode::WriteBack { delay, max_dirty_bytes } => {
             WriteMode::WriteBack { delay, max_dirty_bytes: max_dirty_bytes.max(options.max_bytes / 2) }

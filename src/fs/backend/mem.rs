@@ -73,10 +73,14 @@ impl Backend for MemBackend {
     }
 
     fn write(&self, path: &str, data: &[u8]) -> Result<(), Error> {
+        self.write_modified(path, data, SystemTime::now())
+    }
+
+    fn write_modified(&self, path: &str, data: &[u8], modified: SystemTime) -> Result<(), Error> {
         let path = Self::file_path(path)?;
         let mut files = self.files.write();
         Self::writable(&files, &path)?;
-        files.insert(path, (Bytes::copy_from_slice(data), SystemTime::now()));
+        files.insert(path, (Bytes::copy_from_slice(data), modified));
         Ok(())
     }
 

@@ -47,6 +47,13 @@ pub trait Backend: Send + Sync + 'static {
     fn read_range(&self, path: &str, offset: u64, buf: &mut [u8]) -> Result<usize, Error>;
     /// Replaces the file with `data`, atomically and durably, creating parent directories as needed.
     fn write(&self, path: &str, data: &[u8]) -> Result<(), Error>;
+    /// As [`write`](Self::write), and the file's modification time becomes `modified`: write-back
+    /// flushes a file with the time of the write it carries, so the time does not jump when it lands.
+    /// The default ignores the time.
+    fn write_modified(&self, path: &str, data: &[u8], modified: SystemTime) -> Result<(), Error> {
+        let _ = modified;
+        self.write(path, data)
+    }
     /// The file's length and modification time; [`Error::NotAFile`] for a directory.
     fn stat(&self, path: &str) -> Result<Metadata, Error>;
     /// Every file below directory `dir` (recursively; `""` is the root), sorted.
@@ -119,6 +126,9 @@ impl<B: Backend + ?Sized + Send + Sync> Backend for std::sync::Arc<B> {
     }
     fn write(&self, path: &str, data: &[u8]) -> Result<(), Error> {
         (**self).write(path, data)
+    }
+    fn write_modified(&self, path: &str, data: &[u8], modified: SystemTime) -> Result<(), Error> {
+        (**self).write_modified(path, data, modified)
     }
     fn stat(&self, path: &str) -> Result<Metadata, Error> {
         (**self).stat(path)

@@ -22,6 +22,7 @@ use std::fs::{self, File, Permissions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use tempfile::NamedTempFile;
 
@@ -190,9 +191,12 @@ impl OsBackend {
         Ok((temp, changed))
     }
 
-    fn write_atomically(&self, target: &Path, data: &[u8]) -> io::Result<()> {
+    fn write_atomically(&self, target: &Path, data: &[u8], modified: Option<SystemTime>) -> io::Result<()> {
         let (mut temp, created) = self.temp_for(target)?;
         temp.write_all(data)?;
+        if let Some(m) = modified {
+            temp.as_file().set_times(fs::FileTimes::new().set_modified(m))?;
+        }
         // On any failure the temporary is removed when `temp` drops; the real name was not touched
         // unless the rename succeeded, in which case only a directory sync failed.
         commit(temp, target, &created)
@@ -224,6 +228,12 @@ fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
 /// Fsyncs `temp`, renames it over `target`, then fsyncs the target's directory and `created` (the
 /// directories whose entries the write changed on the way).
 fn commit(temp: NamedTempFile, target: &Path, created: &[PathBuf]) -> io::Result<()> {
+    // A replaced file keeps its permission bits (a private file stays private).
+    if let Ok(old) = fs::symlink_metadata(target)
+        && old.is_file()
+    {
+        temp.as_file().set_permissions(old.permissions())?;
+    }
     temp.as_file().sync_all()?;
     temp.persist(target).map_err(|e| e.error)?;
     sync_dir(target.parent().unwrap_or(Path::new(".")))?;
@@ -307,7 +317,12 @@ impl Backend for OsBackend {
 
     fn write(&self, path: &str, data: &[u8]) -> Result<(), Error> {
         let target = self.file_target(path, false)?;
-        self.write_atomically(&target, data).map_err(|e| Error::io(path, e))
+        self.write_atomically(&target, data, None).map_err(|e| Error::io(path, e))
+    }
+
+    fn write_modified(&self, path: &str, data: &[u8], modified: SystemTime) -> Result<(), Error> {
+        let target = self.file_target(path, false)?;
+        self.write_atomically(&target, data, Some(modified)).map_err(|e| Error::io(path, e))
     }
 
     fn stat(&self, path: &str) -> Result<Metadata, Error> {
