@@ -223,3 +223,27 @@ fn attributes_truncation_renames_and_listing_match_a_local_disk() {
     let stat = sh(mnt, "df -P . | tail -1");
     assert!(stat.split_whitespace().nth(1).is_some_and(|b| b.parse::<u64>().is_ok_and(|b| b > 0)), "{stat}");
 }
+
+#[test]
+fn a_removed_directory_or_file_still_open_answers_like_a_local_disk() {
+    use std::os::unix::fs::PermissionsExt;
+    if !fuse_available("a_removed_directory_or_file_still_open_answers_like_a_local_disk") {
+        return;
+    }
+    // TTL 0: the kernel asks the mount for every attribute, so the stale inode is really asked about.
+    let m = Mounted::new(&["--metadata-ttl", "0s"]);
+    fs::create_dir(m.mnt.join("gone")).unwrap();
+    let dir = fs::File::open(m.mnt.join("gone")).unwrap();
+    fs::remove_dir(m.mnt.join("gone")).unwrap();
+    assert!(dir.metadata().unwrap().is_dir(), "fstat of a removed directory");
+    assert_eq!(code(&fs::File::create(m.mnt.join("gone/x")).unwrap_err()), libc::ENOENT);
+    // A removed file still open: fchmod, ftruncate and fstat work on it, and nothing reaches the backing.
+    fs::write(m.mnt.join("f"), b"content").unwrap();
+    let f = fs::File::options().read(true).write(true).open(m.mnt.join("f")).unwrap();
+    fs::remove_file(m.mnt.join("f")).unwrap();
+    f.set_permissions(fs::Permissions::from_mode(0o600)).unwrap();
+    f.set_len(3).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 3);
+    drop(f);
+    assert!(!m.backing.join("f").exists());
+}

@@ -95,9 +95,13 @@ impl Backing {
         }
     }
 
-    /// `path` (relative, already checked by the caller: no `..`, no leading `/`) under the root.
-    fn full(&self, path: &str) -> PathBuf {
-        if path.is_empty() { self.root.clone() } else { self.root.join(path) }
+    /// `path` (relative, already checked by the caller: no `..`, no leading `/`) under the root. A path
+    /// with a NUL byte is the name of something removed while the kernel still held it: not found.
+    fn full(&self, path: &str) -> io::Result<PathBuf> {
+        if path.contains('\0') {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        Ok(if path.is_empty() { self.root.clone() } else { self.root.join(path) })
     }
 
     /// The entry at `path`, not following a final symlink; `None` if there is nothing there, or something
@@ -108,7 +112,7 @@ impl Backing {
         if path.rsplit('/').next().is_some_and(|name| name.contains(TEMP_MARKER)) {
             return Ok(None);
         }
-        match fs::symlink_metadata(self.full(path)) {
+        match self.full(path).and_then(fs::symlink_metadata) {
             Ok(m) if m.is_dir() || m.is_file() => {
                 Ok(Some(Entry { dir: m.is_dir(), perm: (m.mode() & 0o7777) as u16, modified: m.modified()? }))
             }
@@ -123,7 +127,7 @@ impl Backing {
     pub(crate) fn list(&self, dir: &str) -> io::Result<Vec<(String, bool)>> {
         self.op(Op::Metadata);
         let mut names = Vec::new();
-        for entry in fs::read_dir(self.full(dir))? {
+        for entry in fs::read_dir(self.full(dir)?)? {
             let entry = entry?;
             let kind = entry.file_type()?;
             let Ok(name) = entry.file_name().into_string() else { continue };
@@ -137,24 +141,25 @@ impl Backing {
 
     pub(crate) fn mkdir(&self, path: &str, perm: u32) -> io::Result<()> {
         self.op(Op::Write);
-        fs::create_dir(self.full(path))?;
-        fs::set_permissions(self.full(path), fs::Permissions::from_mode(perm))
+        let full = self.full(path)?;
+        fs::create_dir(&full)?;
+        fs::set_permissions(full, fs::Permissions::from_mode(perm))
     }
 
     pub(crate) fn rmdir(&self, path: &str) -> io::Result<()> {
         self.op(Op::Write);
-        fs::remove_dir(self.full(path))
+        fs::remove_dir(self.full(path)?)
     }
 
     /// Renames a directory (files go through the `CacheFs`).
     pub(crate) fn rename_dir(&self, from: &str, to: &str) -> io::Result<()> {
         self.op(Op::Write);
-        fs::rename(self.full(from), self.full(to))
+        fs::rename(self.full(from)?, self.full(to)?)
     }
 
     pub(crate) fn set_perm(&self, path: &str, perm: u32) -> io::Result<()> {
         self.op(Op::Metadata);
-        fs::set_permissions(self.full(path), fs::Permissions::from_mode(perm))
+        fs::set_permissions(self.full(path)?, fs::Permissions::from_mode(perm))
     }
 
     pub(crate) fn set_times(
@@ -164,7 +169,7 @@ impl Backing {
         modified: Option<SystemTime>,
     ) -> io::Result<()> {
         self.op(Op::Metadata);
-        let file = fs::File::options().write(false).read(true).open(self.full(path))?;
+        let file = fs::File::options().write(false).read(true).open(self.full(path)?)?;
         let mut times = fs::FileTimes::new();
         if let Some(a) = accessed {
             times = times.set_accessed(a);

@@ -110,6 +110,10 @@ impl Shared {
     /// The attributes of a known inode: a file's length and time from its working copy when it is being
     /// written, else from the `CacheFs` (its metadata cache); a directory's from the backing directory.
     fn attr_of(&self, ino: u64, node: &Node) -> Result<FileAttr> {
+        if node.dir && unlinked(&node.path) {
+            // Removed while still open (or cached by the kernel): fstat answers, as on a local disk.
+            return Ok(self.attr(ino, true, node.perm, 4096, SystemTime::now()));
+        }
         if node.dir {
             let modified = self.dirs.modified(&node.path, || {
                 Ok::<_, Errno>(self.backing.entry(&node.path).map_err(io_err)?.ok_or(Errno::ENOENT)?.modified)
@@ -150,6 +154,12 @@ impl Shared {
                 Ok(self.attr(ino, false, perm, m.len, m.modified))
             }
         }
+    }
+
+    /// The path of `ino` while it has one: `ENOENT` once it was removed (its handles may live on).
+    fn live_path(&self, ino: u64) -> Result<String> {
+        let path = self.inodes.path(ino)?;
+        if unlinked(&path) { Err(Errno::ENOENT) } else { Ok(path) }
     }
 
     /// Whether `path` exists, without counting a kernel reference: a directory or a file.
@@ -197,7 +207,7 @@ impl Shared {
         if w.data.is_some() {
             return Ok(());
         }
-        let path = self.inodes.path(ino)?;
+        let path = self.live_path(ino)?;
         let content = match self.cache.read(&path) {
             Ok(b) => b,
             Err(Error::NotFound { .. }) => Bytes::new(),
@@ -234,6 +244,9 @@ impl Shared {
 
     /// Makes `path`'s latest content the backing directory's (before changing its attributes there).
     fn settle(&self, ino: u64, path: &str) -> Result<()> {
+        if unlinked(path) {
+            return Err(Errno::ENOENT);
+        }
         self.store_open(ino)?;
         if self.write_back {
             self.cache.batch_flush([path]).map_err(fs_err)?;
@@ -461,7 +474,7 @@ impl Shared {
                 return Ok(Bytes::copy_from_slice(&d[start..end]));
             }
         }
-        let path = self.inodes.path(ino)?;
+        let path = self.live_path(ino)?;
         self.cache.read_range(&path, offset, u64::from(size)).map_err(fs_err)
     }
 
@@ -528,15 +541,19 @@ impl Filesystem for MountedFs {
                 }
                 s.set_len(ino.0, len)?;
             }
+            // A removed file still open: its mode lives on in memory, its times are its writes'.
+            let removed = unlinked(&node.path);
             if let Some(mode) = mode {
                 let perm = (mode & 0o7777) as u16;
-                if !node.dir {
-                    s.settle(ino.0, &node.path)?;
+                if !removed {
+                    if !node.dir {
+                        s.settle(ino.0, &node.path)?;
+                    }
+                    s.backing.set_perm(&node.path, u32::from(perm)).map_err(io_err)?;
                 }
-                s.backing.set_perm(&node.path, u32::from(perm)).map_err(io_err)?;
                 s.inodes.set_perm(ino.0, perm);
             }
-            if atime.is_some() || mtime.is_some() {
+            if (atime.is_some() || mtime.is_some()) && !removed {
                 s.set_times(ino.0, &node, atime, mtime)?;
             }
             s.attr_of(ino.0, &s.inodes.get(ino.0)?)
