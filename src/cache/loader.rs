@@ -10,8 +10,17 @@
 //! the waiters then start over, and one of them leads a new flight with its own loader. No lock is held
 //! while a loader runs.
 //!
+//! Waiters are threads (blocked on the flight's condition variable) or tasks (a [`FlightWait`] future
+//! whose waker the flight keeps): settling wakes both, so sync and async callers share one flight. An
+//! async leader's guard lives in its future: dropping the future mid-load (a timeout, a client gone)
+//! settles the flight as failed, and a waiting task or thread takes the load over.
+//!
 //! Lock order: a flight table's mutex may be held while taking its shard's lock (the re-check), never
 //! the other way round.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use hashbrown::HashTable;
 
@@ -19,30 +28,93 @@ use super::stats::{Counter, Counters};
 use crate::sync::{Arc, Condvar, Mutex};
 
 #[derive(Debug)]
-enum State<V> {
+enum Outcome<V> {
     Loading,
     Loaded(V),
     Failed,
 }
 
-/// One load in progress; waiters block on it.
+/// A flight's outcome and the tasks waiting for it.
+#[derive(Debug)]
+struct State<V> {
+    outcome: Outcome<V>,
+    /// Waiting tasks' wakers, by waiter number; taken (and woken) when the flight settles.
+    wakers: Vec<(u64, Waker)>,
+    next_waiter: u64,
+}
+
+/// One load in progress; waiters block (threads) or park (tasks) on it.
 #[derive(Debug)]
 pub(crate) struct Flight<V> {
-    /// Protects the outcome; `ready` is signalled when it leaves `Loading`.
+    /// Protects the outcome and the wakers; `ready` is signalled, and the wakers woken, when the outcome
+    /// leaves `Loading`.
     state: Mutex<State<V>>,
     ready: Condvar,
 }
 
 impl<V: Clone> Flight<V> {
+    fn new() -> Self {
+        let state = State { outcome: Outcome::Loading, wakers: Vec::new(), next_waiter: 0 };
+        Flight { state: Mutex::new(state), ready: Condvar::new() }
+    }
+
     /// Waits for the leader: its value, or `None` if it failed (the caller should start over).
     pub(crate) fn wait(&self) -> Option<V> {
         let mut state = self.state.lock();
         loop {
-            match &*state {
-                State::Loading => state = self.ready.wait(state),
-                State::Loaded(v) => return Some(v.clone()),
-                State::Failed => return None,
+            match &state.outcome {
+                Outcome::Loading => state = self.ready.wait(state),
+                Outcome::Loaded(v) => return Some(v.clone()),
+                Outcome::Failed => return None,
             }
+        }
+    }
+
+    /// Waits for `flight`'s leader as a task: resolves to its value, or `None` if it failed.
+    pub(crate) fn wait_async(flight: Arc<Self>) -> FlightWait<V> {
+        FlightWait { flight, waiter: None }
+    }
+}
+
+/// A task waiting for a flight (see [`Flight::wait_async`]). Dropped before it resolves, it takes its
+/// waker back.
+#[derive(Debug)]
+pub(crate) struct FlightWait<V> {
+    flight: Arc<Flight<V>>,
+    /// This task's number among the flight's waiters, once it has registered a waker.
+    waiter: Option<u64>,
+}
+
+impl<V: Clone> Future for FlightWait<V> {
+    type Output = Option<V>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<V>> {
+        let this = &mut *self;
+        let mut state = this.flight.state.lock();
+        match &state.outcome {
+            Outcome::Loaded(v) => return Poll::Ready(Some(v.clone())),
+            Outcome::Failed => return Poll::Ready(None),
+            Outcome::Loading => {}
+        }
+        // Still loading: (re)register this task's current waker; the settle that follows wakes it.
+        let state = &mut *state;
+        match this.waiter.and_then(|id| state.wakers.iter_mut().find(|(w, _)| *w == id)) {
+            Some((_, waker)) => waker.clone_from(cx.waker()),
+            None => {
+                let id = state.next_waiter;
+                state.next_waiter += 1;
+                state.wakers.push((id, cx.waker().clone()));
+                this.waiter = Some(id);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<V> Drop for FlightWait<V> {
+    fn drop(&mut self) {
+        if let Some(id) = self.waiter {
+            self.flight.state.lock().wakers.retain(|(w, _)| *w != id);
         }
     }
 }
@@ -77,7 +149,7 @@ impl<K, V> Flights<K, V> {
     }
 }
 
-impl<K: Eq + Clone, V> Flights<K, V> {
+impl<K: Eq + Clone, V: Clone> Flights<K, V> {
     /// Joins the load of `key`, or starts one. `recheck` looks the key up in the cache again while
     /// the table is locked, closing the window between a leader's insert and its flight's removal. It
     /// runs under the table's lock, so it must not run user code (a listener, a value's `Drop`): it may
@@ -96,7 +168,7 @@ impl<K: Eq + Clone, V> Flights<K, V> {
         if let Some(v) = recheck() {
             return Joined::Found(v);
         }
-        let flight = Arc::new(Flight { state: Mutex::new(State::Loading), ready: Condvar::new() });
+        let flight = Arc::new(Flight::new());
         table.insert_unique(hash, Pending { hash, key: key.clone(), flight: flight.clone() }, |p| p.hash);
         Joined::Leader(Leader { flights: self, hash, flight, counters, settled: false })
     }
@@ -129,11 +201,19 @@ impl<K, V> Leader<'_, K, V> {
             let mut table = self.flights.table.lock();
             table.find_entry(self.hash, |p| Arc::ptr_eq(&p.flight, &self.flight)).ok().map(|e| e.remove().0)
         };
-        *self.flight.state.lock() = match outcome {
-            Some(v) => State::Loaded(v),
-            None => State::Failed,
+        let wakers = {
+            let mut state = self.flight.state.lock();
+            state.outcome = match outcome {
+                Some(v) => Outcome::Loaded(v),
+                None => Outcome::Failed,
+            };
+            std::mem::take(&mut state.wakers)
         };
         self.flight.ready.notify_all();
+        // Woken outside the lock: a waker may run its task right here, and that task polls the flight.
+        for (_, waker) in wakers {
+            waker.wake();
+        }
         // The key is dropped here, outside the table's lock.
         drop(retired);
     }

@@ -40,6 +40,7 @@ mod expiry;
 mod index;
 mod iter;
 mod list;
+mod load_async;
 mod loader;
 mod observe;
 pub(crate) mod policy;
@@ -813,27 +814,40 @@ where
                     if let Some(started) = started {
                         self.record_latency(observe::LOAD, started);
                     }
-                    return match loaded {
-                        Ok(v) => {
-                            // Stored only if the key is still absent: a value inserted while this one
-                            // loaded is newer, and is what this call returns (it takes effect after it).
-                            // The waiters are released before the departures are announced, so that a
-                            // listener may load this very key again.
-                            let guard = crossbeam_epoch::pin();
-                            let (v, departures, heavy, rejected) = self.store_loaded(locked, hash, key, v, &guard);
-                            leader.settle(Some(v.clone()));
-                            self.announce(&locked.store, &departures, heavy, guard);
-                            if let (Some((k, r)), Some(listener)) = (rejected, &self.inner.listener) {
-                                (listener.call)(k, r, RemovalCause::Capacity);
-                            }
-                            Ok(v)
-                        }
-                        Err(e) => {
-                            leader.settle(None);
-                            Err(e)
-                        }
-                    };
+                    return self.finish_load(locked, hash, key, loaded, leader);
                 }
+            }
+        }
+    }
+
+    /// Ends a load this caller led: stores the value and settles the flight with it, or settles the flight
+    /// as failed and hands the error back.
+    fn finish_load<E>(
+        &self,
+        locked: &LockedShard<K, V>,
+        hash: u64,
+        key: K,
+        loaded: Result<V, E>,
+        leader: loader::Leader<'_, K, V>,
+    ) -> Result<V, E> {
+        match loaded {
+            Ok(v) => {
+                // Stored only if the key is still absent: a value inserted while this one loaded is
+                // newer, and is what this call returns (it takes effect after it). The waiters are
+                // released before the departures are announced, so that a listener may load this very
+                // key again.
+                let guard = crossbeam_epoch::pin();
+                let (v, departures, heavy, rejected) = self.store_loaded(locked, hash, key, v, &guard);
+                leader.settle(Some(v.clone()));
+                self.announce(&locked.store, &departures, heavy, guard);
+                if let (Some((k, r)), Some(listener)) = (rejected, &self.inner.listener) {
+                    (listener.call)(k, r, RemovalCause::Capacity);
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                leader.settle(None);
+                Err(e)
             }
         }
     }
