@@ -77,11 +77,18 @@ fn warm_and_status_refuse_bad_input_readably() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for mut s in listener.incoming().flatten().take(1) {
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
+        use std::io::{BufRead, Write};
+        for s in listener.incoming().flatten().take(1) {
+            // The whole request is read first: closing a socket with unread input resets the connection,
+            // and the client would see that instead of the answer.
+            let mut reader = std::io::BufReader::new(s);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let mut s = reader.into_inner();
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+            let _ = s.shutdown(std::net::Shutdown::Write);
         }
     });
     let out = cachefs(&["status", &addr, "--once"]);
