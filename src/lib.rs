@@ -20,6 +20,8 @@ mod sync;
 #[cfg(feature = "tier")]
 pub mod tier;
 
+#[cfg(feature = "snapshot")]
+pub use cache::snapshot::{self, SnapshotError, SnapshotLoad, SnapshotSaved};
 pub use cache::{Cache, CacheBuilder, CacheStats, DEFAULT_MAX_CAPACITY, Iter, Policy, RemovalCause};
 pub use clock::ManualClock;
 pub use fnv::{FnvBuildHasher, FnvHasher};

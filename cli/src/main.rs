@@ -118,6 +118,26 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Warm restart on traces: replay the first half, snapshot, restart (another hash seed), load the
+    /// snapshot, replay the second half; prints the second half's hit ratio against a cache that never
+    /// restarted and a cold restart.
+    Restart {
+        /// Trace files.
+        #[arg(required = true)]
+        traces: Vec<PathBuf>,
+        /// Capacities: percentages of each trace's unique keys or entry counts, comma-separated.
+        #[arg(long, default_value = "1%,5%,10%,25%")]
+        capacity: String,
+        /// cachefs policies, comma-separated: lru, lfu, ttl, hybrid.
+        #[arg(long, default_value = "lru,lfu,hybrid")]
+        policy: String,
+        /// Seed of the hasher before the restart (the next one after it).
+        #[arg(long, default_value_t = replay::DEFAULT_SEED)]
+        seed: u64,
+        /// Worker threads (default: the machine's cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Mount a CacheFs over BACKING at MOUNTPOINT (FUSE): programs read and write the slow directory
     /// through memory. Runs until `fusermount3 -u MOUNTPOINT`, Ctrl-C or SIGTERM, then writes every dirty
     /// file and exits non-zero if one could not be written.
@@ -316,6 +336,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 println!("{} {} {}", f.digest, f.size, f.source.name());
             }
             Ok(report.outcome?)
+        }
+        Command::Restart { traces, capacity, policy, seed, threads } => {
+            let capacities: Vec<Capacity> = capacity::parse_list(&capacity)?;
+            let policies = policy
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| match p.parse()? {
+                    Contender::Ours(policy) => Ok(policy),
+                    _ => Err(UnknownContender(format!("{p} (restart measures cachefs's policies only)"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let loaded = traces.iter().map(|p| trace::load(p)).collect::<Result<Vec<_>, _>>()?;
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let started = Instant::now();
+            let rows = replay::restart::sweep(&loaded, &capacities, &policies, seed, threads);
+            print!("{}", replay::restart::markdown(&rows));
+            eprintln!("replayed in {:.1} s on {threads} threads", started.elapsed().as_secs_f64());
+            Ok(())
         }
         Command::Replay { traces, capacity, policy, shards, seed, reference, plot, json, threads } => {
             let reference =

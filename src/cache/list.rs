@@ -97,6 +97,19 @@ impl List {
         (self.tail != NIL).then_some(self.tail)
     }
 
+    /// Indices from tail to head (most recently pushed first).
+    pub(crate) fn iter_back<'a, K, V>(&self, slab: &'a Slab<K, V>, lane: Lane) -> impl Iterator<Item = u32> + 'a {
+        let mut cur = self.tail;
+        std::iter::from_fn(move || {
+            if cur == NIL {
+                return None;
+            }
+            let idx = cur;
+            cur = slab.link(idx, lane).prev;
+            Some(idx)
+        })
+    }
+
     /// Indices from head to tail.
     #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn iter<'a, K, V>(&self, slab: &'a Slab<K, V>, lane: Lane) -> impl Iterator<Item = u32> + 'a {

@@ -24,6 +24,18 @@ use super::removal::{Removal, RemovalCause, Removals};
 use super::slab::{Slab, Store};
 use crate::clock::NEVER;
 
+/// A live entry as [`Shard::hot_entries`] lists it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hot {
+    pub(crate) idx: u32,
+    /// Nanoseconds of time to live left, if the entry has a deadline.
+    pub(crate) expires_in: Option<u64>,
+    /// The policy's estimate of how often it was used.
+    pub(crate) frequency: u8,
+    /// Where it sits in the policy (W-TinyLFU's segment and mark), to put it back there.
+    pub(crate) place: u8,
+}
+
 /// What [`Shard::insert`] did.
 #[derive(Debug)]
 pub(crate) enum Inserted<K, V> {
@@ -104,6 +116,16 @@ impl<K: Eq, V> Shard<K, V> {
         self.slab.has_timers() && self.slab.timer(idx).is_expired(self.tti, now)
     }
 
+    /// The window's share of the capacity (W-TinyLFU only).
+    pub(crate) fn window_share(&self) -> Option<f64> {
+        self.policy.window_share()
+    }
+
+    /// Prepares for about `entries` restored entries (W-TinyLFU: its window at `share` of the capacity).
+    pub(crate) fn prepare_restore(&mut self, share: Option<f64>, entries: usize) {
+        self.policy.prepare_restore(&mut self.slab, share, entries);
+    }
+
     /// Whether reads are taken as marks on the entry (W-TinyLFU).
     #[cfg(test)]
     fn marks_reads(&self) -> bool {
@@ -146,13 +168,59 @@ impl<K: Eq, V> Shard<K, V> {
         out: &mut Removals,
         guard: &Guard,
     ) -> Inserted<K, V> {
+        self.place(key, value, hash, weight, expires_at, now, out, guard).1
+    }
+
+    /// [`insert`](Self::insert) for an entry restored from a snapshot, which was used about `frequency`
+    /// times in the cache that saved it and sat at `place` in its policy ([`Hot`]): the policy takes that
+    /// in (W-TinyLFU before admission, LFU after).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restore(
+        &mut self,
+        key: K,
+        value: V,
+        hash: u64,
+        weight: u32,
+        expires_at: u64,
+        now: Option<u64>,
+        frequency: u8,
+        place: u8,
+        out: &mut Removals,
+        guard: &Guard,
+    ) -> Inserted<K, V> {
+        self.policy.expect_restored(hash, frequency, place);
+        let (idx, outcome) = self.place(key, value, hash, weight, expires_at, now, out, guard);
+        self.policy.restored();
+        // Only LFU acts on this, and LFU never evicts the entry being stored (it makes room first).
+        if let Some(idx) = idx
+            && !self.policy.filters_admission()
+        {
+            self.policy.restore_frequency(&mut self.slab, idx, frequency);
+        }
+        outcome
+    }
+
+    /// Stores the entry (see [`insert`](Self::insert)); also returns the slot it went into (`None` when
+    /// refused).
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        key: K,
+        value: V,
+        hash: u64,
+        weight: u32,
+        expires_at: u64,
+        now: Option<u64>,
+        out: &mut Removals,
+        guard: &Guard,
+    ) -> (Option<u32>, Inserted<K, V>) {
         let existing = self.slab.find(hash, &key, guard);
         if u64::from(weight) > self.capacity {
             if let Some(idx) = existing {
                 // The caller meant to replace it: do not keep serving the old value.
                 out.push(self.remove_at(idx, RemovalCause::Replaced, guard));
             }
-            return Inserted::Rejected(key, value);
+            return (None, Inserted::Rejected(key, value));
         }
         if expires_at != NEVER || self.tti.is_some() {
             self.slab.enable_timers();
@@ -202,7 +270,7 @@ impl<K: Eq, V> Shard<K, V> {
         if filters {
             self.evict_to_fit(out, guard);
         }
-        outcome
+        (Some(idx), outcome)
     }
 
     fn file_timer(&mut self, idx: u32) {
@@ -327,6 +395,33 @@ impl<K: Eq, V> Shard<K, V> {
     /// The slots of the live entries (for iteration, which clones them after unlocking).
     pub(crate) fn live_slots(&self, now: Option<u64>) -> Vec<u32> {
         self.slab.iter().map(|(i, _)| i).filter(|&i| now.is_none_or(|now| !self.is_expired(i, now))).collect()
+    }
+
+    /// The live entries at `now`, most valuable first (the policy's order; by deadline, latest first, under
+    /// `Policy::Ttl`), each with its remaining time to live and the policy's frequency estimate.
+    pub(crate) fn hot_entries(&self, now: Option<u64>) -> Vec<Hot> {
+        let timed = self.slab.has_timers();
+        let mut hot: Vec<Hot> = self
+            .policy
+            .by_value(&self.slab)
+            .into_iter()
+            .filter(|&idx| now.is_none_or(|now| !self.is_expired(idx, now)))
+            .map(|idx| {
+                let expires_at = if timed { self.slab.timer(idx).expires_at() } else { NEVER };
+                let expires_in = (expires_at != NEVER).then(|| expires_at.saturating_sub(now.unwrap_or(0)));
+                Hot {
+                    idx,
+                    expires_in,
+                    frequency: self.policy.frequency(&self.slab, idx),
+                    place: self.policy.place(&self.slab, idx),
+                }
+            })
+            .collect();
+        if self.policy.by_deadline() && timed {
+            // Stable: entries of one deadline (and those with none, which go last) keep their LRU order.
+            hot.sort_by_key(|h| std::cmp::Reverse(self.slab.timer(h.idx).deadline(self.tti)));
+        }
+        hot
     }
 
     /// Checks every structural invariant; panics with a description on the first that fails.

@@ -3,6 +3,7 @@
 
 pub mod opt;
 pub mod reference;
+pub mod restart;
 
 use std::fmt;
 use std::str::FromStr;
@@ -101,7 +102,7 @@ pub const DEFAULT_SEED: u64 = 1;
 
 /// A hasher seeded from `seed`, for every cache that lets its hasher be chosen (cachefs, moka,
 /// quick_cache), so that which keys share a shard or a sketch counter is the same on every run.
-fn hasher(seed: u64) -> ahash::RandomState {
+pub(crate) fn hasher(seed: u64) -> ahash::RandomState {
     let mix = |x: u64, k: u64| (x ^ k).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
     ahash::RandomState::with_seeds(
         mix(seed, 1),

@@ -39,6 +39,8 @@ const INSERTED: u8 = 2;
 const WINDOW: u8 = 0;
 const PROBATION: u8 = 1;
 const PROTECTED: u8 = 2;
+/// In a saved place: the entry held a read's mark.
+const MARKED: u8 = 4;
 
 #[derive(Debug, Default)]
 struct Segment {
@@ -79,6 +81,8 @@ pub(crate) struct Hybrid {
     /// Writes since a weighted cache last re-estimated its entries ([`Adaptation::remeasure_every`]).
     writes: u32,
     entries: usize,
+    /// Where the next admitted entry goes, when it is restored from a snapshot ([`Hybrid::place`]'s code).
+    restoring: Option<u8>,
 }
 
 /// Most sampled accesses a shard keeps: allocated once, so that recording a read never allocates. Past
@@ -103,6 +107,7 @@ impl Hybrid {
             batch: 1,
             writes: 0,
             entries: 0,
+            restoring: None,
         };
         h.set_window((capacity / 100).max(1));
         h
@@ -211,8 +216,17 @@ impl Hybrid {
         self.sketch.ensure_capacity(self.entries);
 
         let hash = slab.meta(idx).hash;
-        self.sketch.increment(hash);
+        let restoring = self.restoring.take();
+        if restoring.is_none() {
+            // A restored entry's count was set by `expect_restored`: no access happened now.
+            self.sketch.increment(hash);
+        }
         self.sample(hash);
+        if let Some(place) = restoring
+            && self.admit_in_place(slab, idx, place)
+        {
+            return;
+        }
         slab.mark(idx).store(INSERTED, Ordering::Relaxed);
         self.window.push(slab, idx, WINDOW);
         // Spill the window into main while main has room: no contest needed.
@@ -224,6 +238,43 @@ impl Hybrid {
             self.window.pull(slab, head);
             self.probation.push(slab, head, PROBATION);
         }
+    }
+
+    /// A restored entry goes back to the main segment it was saved from, with its mark, if main has room
+    /// for it (protected only if protected does too); false when it should go through the window.
+    fn admit_in_place<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, place: u8) -> bool {
+        let (segment, mark) = (place & 3, if place & MARKED != 0 { READ } else { UNMARKED });
+        let weight = u64::from(slab.meta(idx).weight);
+        if segment == WINDOW || segment > PROTECTED || self.main_weight() + weight > self.main_max {
+            return false;
+        }
+        slab.mark(idx).store(mark, Ordering::Relaxed);
+        if segment == PROTECTED && self.protected.weight + weight <= self.protected_max {
+            self.protected.push(slab, idx, PROTECTED);
+        } else {
+            self.probation.push(slab, idx, PROBATION);
+        }
+        true
+    }
+
+    /// Where entry `idx` is, for a snapshot: its segment, and [`MARKED`] if it holds a read's mark.
+    pub(crate) fn place<K, V>(&self, slab: &Slab<K, V>, idx: u32) -> u8 {
+        let marked = slab.mark(idx).load(Ordering::Relaxed) == READ;
+        slab.meta(idx).queue | if marked { MARKED } else { 0 }
+    }
+
+    /// The window's share of the capacity.
+    pub(crate) fn window_share(&self) -> f64 {
+        self.window_max as f64 / self.capacity.max(1) as f64
+    }
+
+    /// Prepares for `entries` restored entries: the window takes the old cache's `share` of the capacity,
+    /// and the sketch its size for them now (growing it later would clear the counts restored by then).
+    pub(crate) fn prepare_restore<K, V>(&mut self, slab: &mut Slab<K, V>, share: Option<f64>, entries: usize) {
+        if let Some(share) = share {
+            self.resize_window(slab, (self.capacity as f64 * share.clamp(0.0, 1.0)).round() as u64);
+        }
+        self.sketch.ensure_capacity(self.entries + entries);
     }
 
     /// Entry `idx` was read or overwritten: marks it (readers do the same under the shared lock, and
@@ -313,6 +364,34 @@ impl Hybrid {
             let (c, v) = (slab.meta(candidate).hash, slab.meta(victim).hash);
             return Some(if self.sketch.frequency(c) > self.sketch.frequency(v) { victim } else { candidate });
         }
+    }
+
+    /// Protected, then the window, then probation, each most recent first: probation's oldest are the
+    /// next victims, and protected holds what was used again after admission.
+    pub(crate) fn by_value<K, V>(&self, slab: &Slab<K, V>) -> Vec<u32> {
+        [&self.protected, &self.window, &self.probation]
+            .into_iter()
+            .flat_map(|seg| seg.queue.iter_back(slab, Lane::Policy))
+            .collect()
+    }
+
+    /// The sketch's estimate of `idx`'s accesses (0 to 15); a read its mark still holds is not counted
+    /// (see [`Hybrid::place`]).
+    pub(crate) fn frequency<K, V>(&self, slab: &Slab<K, V>, idx: u32) -> u8 {
+        self.sketch.frequency(slab.meta(idx).hash)
+    }
+
+    /// A restored key is about to be admitted: its sketch estimate is raised to `frequency` (its admission
+    /// counts no access: a resident the old cache had stopped counting must not outrank a newcomer), and it
+    /// will be admitted where it was saved from (`place`, from [`Hybrid::place`]).
+    pub(crate) fn expect_restored(&mut self, hash: u64, frequency: u8, place: u8) {
+        self.sketch.raise(hash, frequency);
+        self.restoring = Some(place);
+    }
+
+    /// Forgets a restored entry's place if it was not admitted (it replaced a held value instead).
+    pub(crate) fn restored(&mut self) {
+        self.restoring = None;
     }
 
     #[cfg(any(test, fuzzing, loom))]

@@ -81,6 +81,17 @@ impl Lfu {
         self.queues[self.occupied.trailing_zeros() as usize].head()
     }
 
+    /// Most frequent first, the most recent first within a count.
+    pub(crate) fn by_value<K, V>(&self, slab: &Slab<K, V>) -> Vec<u32> {
+        self.queues.iter().rev().flat_map(|q| q.iter_back(slab, Lane::Policy)).collect()
+    }
+
+    /// Gives the linked entry `idx` the count `frequency` (capped), as the most recent of that count.
+    pub(crate) fn set_frequency<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, frequency: u8) {
+        self.pull(slab, idx);
+        self.push(slab, idx, frequency.min(MAX_FREQ));
+    }
+
     /// Halves every count. Ascending order: queue `f / 2` has already been emptied when `f` moves into it.
     fn age<K, V>(&mut self, slab: &mut Slab<K, V>) {
         self.accesses = 0;

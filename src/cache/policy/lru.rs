@@ -25,6 +25,11 @@ impl Lru {
         self.queue.head()
     }
 
+    /// Most recently used first.
+    pub(crate) fn by_value<K, V>(&self, slab: &Slab<K, V>) -> Vec<u32> {
+        self.queue.iter_back(slab, Lane::Policy).collect()
+    }
+
     #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn validate<K, V>(&self, slab: &Slab<K, V>) -> usize {
         self.queue.iter(slab, Lane::Policy).count()

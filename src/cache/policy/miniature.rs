@@ -195,6 +195,13 @@ impl Miniature {
         }
     }
 
+    /// Chooses the candidate window nearest `share` (a restored cache starts from the old one's choice;
+    /// its own epochs then move it as they would have).
+    pub(crate) fn choose(&mut self, share: f64) {
+        let distance = |i: usize| (WINDOWS[i] - share).abs();
+        self.chosen = (0..N).min_by(|&a, &b| distance(a).total_cmp(&distance(b))).unwrap_or(INITIAL);
+    }
+
     /// One access of sampled key `hash`.
     pub(crate) fn access(&mut self, hash: u64) {
         self.sketch.increment(hash);
@@ -433,6 +440,13 @@ impl Adaptation {
         let mut m = self.miniature.lock();
         m.resize(entries);
         self.shift.store(m.shift(), Ordering::Relaxed);
+    }
+
+    /// Starts from the window share `share` (see [`Miniature::choose`]); returns the candidate's share.
+    pub(crate) fn choose(&self, share: f64) -> f64 {
+        let mut m = self.miniature.lock();
+        m.choose(share);
+        m.window()
     }
 
     /// Runs the sampled accesses `hashes` (oldest first; those outside the current sample are skipped)

@@ -149,6 +149,73 @@ impl PolicyState {
         }
     }
 
+    /// The entries, most valuable first: roughly the reverse of the order the policy would evict them in
+    /// (for warm restart and hot lists). `Policy::Ttl`'s deadline order is the shard's to apply.
+    pub(crate) fn by_value<K, V>(&self, slab: &Slab<K, V>) -> Vec<u32> {
+        match self {
+            PolicyState::Lru(p) => p.by_value(slab),
+            PolicyState::Lfu(p) => p.by_value(slab),
+            PolicyState::Ttl(p) => p.lru.by_value(slab),
+            PolicyState::Hybrid(p) => p.by_value(slab),
+        }
+    }
+
+    /// The policy's estimate of how often entry `idx` has been used (0 for the policies that do not count).
+    pub(crate) fn frequency<K, V>(&self, slab: &Slab<K, V>, idx: u32) -> u8 {
+        match self {
+            PolicyState::Lfu(_) => slab.meta(idx).freq,
+            PolicyState::Hybrid(p) => p.frequency(slab, idx),
+            PolicyState::Lru(_) | PolicyState::Ttl(_) => 0,
+        }
+    }
+
+    /// Where entry `idx` sits in the policy, for a snapshot (W-TinyLFU: its segment and mark; 0 for the
+    /// others).
+    pub(crate) fn place<K, V>(&self, slab: &Slab<K, V>, idx: u32) -> u8 {
+        match self {
+            PolicyState::Hybrid(p) => p.place(slab, idx),
+            _ => 0,
+        }
+    }
+
+    /// The window's share of the capacity (W-TinyLFU only).
+    pub(crate) fn window_share(&self) -> Option<f64> {
+        match self {
+            PolicyState::Hybrid(p) => Some(p.window_share()),
+            _ => None,
+        }
+    }
+
+    /// Prepares for about `entries` restored entries, W-TinyLFU's window at `share` of the capacity.
+    pub(crate) fn prepare_restore<K, V>(&mut self, slab: &mut Slab<K, V>, share: Option<f64>, entries: usize) {
+        if let PolicyState::Hybrid(p) = self {
+            p.prepare_restore(slab, share, entries);
+        }
+    }
+
+    /// A restored entry of hash `hash` about to join: it was used about `frequency` times before and sat
+    /// at `place` (W-TinyLFU raises the key's sketch counters, so that admission judges it as the old
+    /// cache would have, and admits it to the segment it was saved from).
+    pub(crate) fn expect_restored(&mut self, hash: u64, frequency: u8, place: u8) {
+        if let PolicyState::Hybrid(p) = self {
+            p.expect_restored(hash, frequency, place);
+        }
+    }
+
+    /// The restored entry announced by [`expect_restored`](Self::expect_restored) has been stored.
+    pub(crate) fn restored(&mut self) {
+        if let PolicyState::Hybrid(p) = self {
+            p.restored();
+        }
+    }
+
+    /// A restored entry `idx` has joined: it was used about `frequency` times before (LFU's count).
+    pub(crate) fn restore_frequency<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, frequency: u8) {
+        if let PolicyState::Lfu(p) = self {
+            p.set_frequency(slab, idx, frequency);
+        }
+    }
+
     /// Checks the policy's structures against the slab; returns how many entries it tracks.
     #[cfg(any(test, fuzzing, loom))]
     pub(crate) fn validate<K, V>(&self, slab: &Slab<K, V>) -> usize {

@@ -98,6 +98,28 @@ impl FrequencySketch {
         }
     }
 
+    /// Raises `hash`'s counters to at least `frequency` (capped at 15), as if it had been seen that often:
+    /// restores an estimate saved by another process, whose hashes differ. The raise counts towards the
+    /// next halving, as that many increments would.
+    pub(crate) fn raise(&mut self, hash: u64, frequency: u8) {
+        let target = u64::from(frequency.min(15));
+        let (b, sel) = self.locate(hash);
+        let block = &mut self.blocks[b].0;
+        let mut added = 0;
+        for i in 0..4 {
+            let (w, s) = Self::counter(sel, i);
+            let current = (block[w] >> s) & 15;
+            if current < target {
+                block[w] += (target - current) << s;
+                added = added.max(target - current);
+            }
+        }
+        self.additions += added;
+        if self.additions >= self.sample_size {
+            self.age();
+        }
+    }
+
     /// Halves every counter.
     fn age(&mut self) {
         for b in &mut self.blocks {
@@ -121,6 +143,19 @@ mod tests {
             s.increment(42);
             assert_eq!(s.frequency(42), n.min(15));
         }
+    }
+
+    #[test]
+    fn raise_restores_an_estimate_and_never_lowers_one() {
+        let mut s = FrequencySketch::new();
+        s.raise(99, 6);
+        assert_eq!(s.frequency(99), 6);
+        s.raise(99, 3);
+        assert_eq!(s.frequency(99), 6, "a raise never lowers");
+        s.raise(99, 200);
+        assert_eq!(s.frequency(99), 15, "capped");
+        s.increment(99);
+        assert_eq!(s.frequency(99), 15);
     }
 
     #[test]

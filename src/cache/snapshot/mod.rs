@@ -1,0 +1,250 @@
+//! Warm restart: [`Cache::save_snapshot`] writes the hot set to any `Write`, and
+//! [`Cache::load_snapshot`] refills a new cache from it, so that a restarted service does not start
+//! cold and hammer its origin.
+//!
+//! What a snapshot holds, per live entry: the key and the value (through `serde`), the time to live it
+//! had left, and the policy's estimate of how often it was used. Entries come most valuable first (see
+//! [`Cache::hot_keys`] for each policy's order), so a smaller cache keeps the best of a larger one.
+//! Loading skips entries whose time to live ran out meanwhile (the downtime is measured by the system
+//! clock between save and load), stops where the cache's free room runs out, and inserts what it keeps
+//! least valuable first, so that the most valuable end up the most recently used. Frequency estimates
+//! are restored (W-TinyLFU's sketch, LFU's counts), so the restarted cache admits and evicts like the
+//! old one. Hashes are not saved: they are seeded per process.
+//!
+//! The stream is versioned and every frame carries a CRC-32 (format: `frame.rs`). Loading is all or
+//! nothing: a truncated, corrupt or wrong-version stream, or one holding other key or value types, gives
+//! a [`SnapshotError`] and inserts nothing. Entries past the point where the cache is full are not read,
+//! so damage there goes unnoticed.
+//!
+//! Saving visits one shard at a time (each shard's lock is held only while its order is read) and
+//! encodes the entries in memory before writing: it needs memory for the encoded snapshot, and is
+//! weakly consistent, as [`Cache::iter`] is. Loading holds the entries it keeps in memory before
+//! inserting them. Time-to-idle restarts at load, as if every restored entry had just been read.
+
+mod error;
+mod frame;
+
+pub use error::SnapshotError;
+
+use std::hash::{BuildHasher, Hash};
+use std::io::{Read, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::Cache;
+use super::hot::interleave;
+use frame::{FRAME_TARGET, FrameReader, FrameWriter};
+
+/// What [`Cache::save_snapshot`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotSaved {
+    /// Entries written.
+    pub entries: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// What [`Cache::load_snapshot`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SnapshotLoad {
+    /// Entries in the snapshot.
+    pub saved: u64,
+    /// Entries inserted.
+    pub loaded: u64,
+    /// Entries skipped because their time to live ran out before the load.
+    pub expired: u64,
+    /// Entries not read because the cache was full: the least valuable ones.
+    pub beyond_capacity: u64,
+}
+
+/// The first frame.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    /// When the snapshot was taken: nanoseconds since the Unix epoch, by the system clock.
+    saved_at: u64,
+    /// Entries in the records that follow.
+    entries: u64,
+    /// W-TinyLFU's window, as a share of the capacity (the mean over shards).
+    window: Option<f64>,
+}
+
+/// One entry as written: key, value, nanoseconds of time to live left (none: no deadline), frequency,
+/// and where it sat in the policy (`Hot::place`).
+type Record<K, V> = (K, V, Option<u64>, u8, u8);
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// Writes the live entries to `writer`, most valuable first, with their remaining time to live and
+    /// frequency estimate (see the [module docs](crate::snapshot)). Returns what was written.
+    /// `writer` need not be buffered.
+    ///
+    /// ```
+    /// use cachefs::Cache;
+    ///
+    /// let old: Cache<String, Vec<u8>> = Cache::new(1_000);
+    /// old.insert("a".to_string(), vec![1, 2, 3]);
+    /// let mut bytes = Vec::new();
+    /// old.save_snapshot(&mut bytes)?;
+    ///
+    /// let new: Cache<String, Vec<u8>> = Cache::new(1_000);
+    /// let report = new.load_snapshot(bytes.as_slice())?;
+    /// assert_eq!(report.loaded, 1);
+    /// assert_eq!(new.get("a"), Some(vec![1, 2, 3]));
+    /// # Ok::<(), cachefs::SnapshotError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`SnapshotError::Io`] if the writer fails, [`SnapshotError::Encode`] if a key or value fails to
+    /// serialise; what was written is then not a whole snapshot (a load reports it truncated).
+    pub fn save_snapshot<W: Write>(&self, writer: W) -> Result<SnapshotSaved, SnapshotError>
+    where
+        K: Serialize,
+        V: Serialize,
+    {
+        // Each shard's records, encoded one after another, and where each ends.
+        let mut shards: Vec<(Vec<u8>, Vec<usize>)> = Vec::with_capacity(self.inner.shards.len());
+        let mut failure = None;
+        for i in 0..self.inner.shards.len() {
+            let (mut bytes, mut ends) = (Vec::new(), Vec::new());
+            self.visit_hot(i, usize::MAX, |key, value, hot| {
+                if failure.is_some() {
+                    return;
+                }
+                match postcard::to_io(&(key, value, hot.expires_in, hot.frequency, hot.place), &mut bytes) {
+                    Ok(_) => ends.push(bytes.len()),
+                    Err(e) => failure = Some(SnapshotError::Encode(e.to_string())),
+                }
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            shards.push((bytes, ends));
+        }
+        let lens: Vec<usize> = shards.iter().map(|(_, ends)| ends.len()).collect();
+        let order = interleave(&lens);
+
+        let mut out = FrameWriter::new(writer)?;
+        let header = Header {
+            saved_at: unix_nanos(SystemTime::now()),
+            entries: order.len() as u64,
+            window: self.window_share(),
+        };
+        postcard::to_io(&header, out.payload()).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        out.cut()?;
+        for &(s, p) in &order {
+            let (bytes, ends) = &shards[s];
+            let start = if p == 0 { 0 } else { ends[p - 1] };
+            out.payload().extend_from_slice(&bytes[start..ends[p]]);
+            if out.payload_len() >= FRAME_TARGET {
+                out.cut()?;
+            }
+        }
+        let (_, bytes) = out.finish()?;
+        Ok(SnapshotSaved { entries: header.entries, bytes })
+    }
+
+    /// W-TinyLFU's window as a share of the capacity, the mean over shards.
+    fn window_share(&self) -> Option<f64> {
+        let guard = crossbeam_epoch::pin();
+        let shares: Vec<f64> =
+            self.inner.shards.iter().filter_map(|locked| locked.lock(&guard).window_share()).collect();
+        (!shares.is_empty()).then(|| shares.iter().sum::<f64>() / shares.len() as f64)
+    }
+
+    /// Prepares every shard for its share of `entries` restored entries, before they come back: W-TinyLFU
+    /// starts its window at the old cache's `share` (the miniature takes the nearest of its candidates)
+    /// and sizes its sketch for them.
+    fn prepare_restore(&self, share: Option<f64>, entries: usize) {
+        let share = match (&self.inner.adaptation, share) {
+            (Some(adaptation), Some(share)) => Some(adaptation.choose(share)),
+            _ => None,
+        };
+        let per_shard = entries.div_ceil(self.inner.shards.len());
+        for locked in self.inner.shards.iter() {
+            self.write(locked, false, |shard, _, _, _| shard.prepare_restore(share, per_shard));
+        }
+    }
+
+    /// Refills the cache from a snapshot written by [`save_snapshot`](Self::save_snapshot) (see the
+    /// [module docs](crate::snapshot)): skips entries whose time to live ran out since the save,
+    /// stops where the cache's free room runs out, restores frequency estimates, and inserts the kept
+    /// entries least valuable first. Entries keep the time to live they had left; those saved without
+    /// one get the cache's time to live, if it has one. `reader` need not be buffered.
+    ///
+    /// # Errors
+    /// Any [`SnapshotError`]; nothing is inserted then.
+    pub fn load_snapshot<R: Read>(&self, reader: R) -> Result<SnapshotLoad, SnapshotError>
+    where
+        K: DeserializeOwned,
+        V: DeserializeOwned,
+    {
+        let mut frames = FrameReader::open(reader)?;
+        let offset = frames.offset();
+        let header: Header = match frames.next()? {
+            Some(payload) => postcard::from_bytes(payload)
+                .map_err(|e| SnapshotError::Corrupt { offset, reason: format!("unreadable header: {e}") })?,
+            None => return Err(SnapshotError::Corrupt { offset, reason: "no header".into() }),
+        };
+        let downtime = Duration::from_nanos(unix_nanos(SystemTime::now()).saturating_sub(header.saved_at));
+        let room = self.capacity().saturating_sub(self.weighted_size());
+        let mut report = SnapshotLoad { saved: header.entries, ..SnapshotLoad::default() };
+        let (mut kept, mut weight, mut read) = (Vec::new(), 0u64, 0u64);
+        'frames: loop {
+            let offset = frames.offset();
+            let Some(mut payload) = frames.next()? else { break };
+            while !payload.is_empty() {
+                if read == header.entries {
+                    let reason = format!("more entries than the {} the header announces", header.entries);
+                    return Err(SnapshotError::Corrupt { offset, reason });
+                }
+                let ((key, value, expires_in, frequency, place), rest): (Record<K, V>, &[u8]) =
+                    postcard::take_from_bytes(payload)
+                        .map_err(|e| SnapshotError::Decode { offset, message: e.to_string() })?;
+                payload = rest;
+                read += 1;
+                let ttl = match expires_in.map(|nanos| Duration::from_nanos(nanos).saturating_sub(downtime)) {
+                    Some(left) if left.is_zero() => {
+                        report.expired += 1;
+                        continue;
+                    }
+                    other => other,
+                };
+                let w = u64::from(self.weigh(&key, &value));
+                if weight + w > room {
+                    report.beyond_capacity = header.entries - read + 1;
+                    break 'frames;
+                }
+                weight += w;
+                kept.push((key, value, ttl, (frequency, place)));
+            }
+        }
+        if report.beyond_capacity == 0 && read != header.entries {
+            let reason = format!("the stream ends after {read} of the {} entries its header announces", header.entries);
+            return Err(SnapshotError::Corrupt { offset: frames.offset(), reason });
+        }
+        report.loaded = kept.len() as u64;
+        self.prepare_restore(header.window, kept.len());
+        for (key, value, ttl, restored) in kept.into_iter().rev() {
+            match ttl {
+                Some(ttl) => self.insert_inner(key, value, Some(ttl), true, Some(restored)),
+                None => {
+                    let ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
+                    self.insert_inner(key, value, ttl, false, Some(restored));
+                }
+            }
+        }
+        Ok(report)
+    }
+}
