@@ -16,6 +16,17 @@ use super::stats::Counter;
 use super::{Cache, Read};
 use crate::clock::{NEVER, deadline_after};
 
+/// One entry of [`Cache::store_batch`].
+pub(crate) struct Stored<K, V> {
+    pub(crate) hash: u64,
+    pub(crate) key: K,
+    pub(crate) value: V,
+    /// Time to live from the write (`None`: no deadline).
+    pub(crate) ttl: Option<Duration>,
+    /// For an entry restored from a snapshot: its frequency and place (see `Shard::restore`).
+    pub(crate) restored: Option<(u8, u8)>,
+}
+
 impl<K, V, S> Cache<K, V, S>
 where
     K: Hash + Eq + Send + Sync + 'static,
@@ -108,44 +119,30 @@ where
     /// shards, the window the policy adapts to may then differ slightly from the loop's, and so may which
     /// older entries are evicted; the other policies evict exactly as the loop would.
     pub fn insert_many(&self, entries: impl IntoIterator<Item = (K, V)>) {
-        let mut entries: Vec<(u64, K, V)> = entries.into_iter().map(|(k, v)| (self.hash(&k), k, v)).collect();
-        // Stable: pairs with equal keys keep their order, so the last one wins as in a loop.
-        entries.sort_by_key(|e| self.shard_index(e.0));
-        let mut entries = entries.into_iter().peekable();
+        let ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
+        let entries = entries
+            .into_iter()
+            .map(|(key, value)| Stored { hash: self.hash(&key), key, value, ttl, restored: None })
+            .collect();
+        self.store_batch(entries, usize::MAX);
+    }
+
+    /// Stores `entries` as a loop of single inserts would (a later entry with an equal key replaces an
+    /// earlier one), shard by shard, taking each shard's lock once per `max_group` of its entries.
+    pub(crate) fn store_batch(&self, entries: Vec<Stored<K, V>>, max_group: usize) {
+        // Entries with equal keys keep their order (the sort is stable), so the last one wins as in a loop.
+        let hashes: Vec<u64> = entries.iter().map(|e| e.hash).collect();
+        let mut entries: Vec<Option<Stored<K, V>>> = entries.into_iter().map(Some).collect();
         let mut rejected = Vec::new();
         let mut duplicates = Vec::new();
-        while let Some(first) = entries.next() {
-            let index = self.shard_index(first.0);
-            let mut group = vec![first];
-            while let Some(next) = entries.next_if(|e| self.shard_index(e.0) == index) {
-                group.push(next);
+        let order = self.by_shard(&hashes);
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            for part in run.chunks(max_group) {
+                let index = part[0].0;
+                let group: Vec<Stored<K, V>> =
+                    part.iter().map(|&(_, i)| entries[i].take().expect("each position once")).collect();
+                self.store_group(index, group, &mut duplicates, &mut rejected);
             }
-            let weights: Vec<u32> = group.iter().map(|(_, k, v)| self.weigh(k, v)).collect();
-            let ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
-            self.write(&self.inner.shards[index], false, |shard, now, out, guard| {
-                let expires_at = match (ttl, now) {
-                    (Some(ttl), Some(now)) => deadline_after(now, ttl),
-                    _ => NEVER,
-                };
-                let (mut inserts, mut updates) = (0, 0);
-                for (i, ((hash, key, value), weight)) in group.into_iter().zip(weights).enumerate() {
-                    if i > 0 {
-                        // The turn each single insert's write gives the policy (the write itself gives
-                        // the last pair's), so that a batch adapts exactly as the loop would.
-                        self.adapt(shard);
-                    }
-                    match shard.insert(key, value, hash, weight, expires_at, now, out, guard) {
-                        Inserted::New => inserts += 1,
-                        Inserted::Updated(k) => {
-                            updates += 1;
-                            duplicates.push(k);
-                        }
-                        Inserted::Rejected(k, v) => rejected.push((k, v)),
-                    }
-                }
-                self.inner.counters.add(Counter::Insert, inserts);
-                self.inner.counters.add(Counter::Update, updates);
-            });
         }
         // Dropped here, outside every lock.
         drop(duplicates);
@@ -155,6 +152,42 @@ where
                 (listener.call)(k, v, RemovalCause::Capacity);
             }
         }
+    }
+
+    /// Stores `group`, all of shard `index`, under one turn of its lock; keys handed back by updates go
+    /// to `duplicates`, refused entries to `rejected` (both dealt with after the lock).
+    fn store_group(&self, index: usize, group: Vec<Stored<K, V>>, duplicates: &mut Vec<K>, rejected: &mut Vec<(K, V)>) {
+        let weights: Vec<u32> = group.iter().map(|e| self.weigh(&e.key, &e.value)).collect();
+        let needs_clock = group.iter().any(|e| e.ttl.is_some());
+        self.write(&self.inner.shards[index], needs_clock, |shard, now, out, guard| {
+            let (mut inserts, mut updates) = (0, 0);
+            for (i, (e, weight)) in group.into_iter().zip(weights).enumerate() {
+                if i > 0 {
+                    // The turn each single insert's write gives the policy (the write itself gives
+                    // the last entry's), so that a batch adapts exactly as the loop would.
+                    self.adapt(shard);
+                }
+                let expires_at = match (e.ttl, now) {
+                    (Some(ttl), Some(now)) => deadline_after(now, ttl),
+                    _ => NEVER,
+                };
+                let (hash, key, value) = (e.hash, e.key, e.value);
+                let outcome = match e.restored {
+                    None => shard.insert(key, value, hash, weight, expires_at, now, out, guard),
+                    Some((f, place)) => shard.restore(key, value, hash, weight, expires_at, now, f, place, out, guard),
+                };
+                match outcome {
+                    Inserted::New => inserts += 1,
+                    Inserted::Updated(k) => {
+                        updates += 1;
+                        duplicates.push(k);
+                    }
+                    Inserted::Rejected(k, v) => rejected.push((k, v)),
+                }
+            }
+            self.inner.counters.add(Counter::Insert, inserts);
+            self.inner.counters.add(Counter::Update, updates);
+        });
     }
 
     /// Drops every key of `keys` that is present ([`RemovalCause::Invalidated`]); returns how many were.

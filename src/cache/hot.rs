@@ -78,15 +78,21 @@ where
     where
         K: Clone,
     {
-        let per_shard: Vec<Vec<K>> = (0..self.inner.shards.len())
+        self.hot_map(limit, |key, _| key.clone())
+    }
+
+    /// `f` of up to `limit` live entries, most valuable first (as [`hot_keys`](Self::hot_keys) orders
+    /// them). `f` runs with no lock held.
+    pub(crate) fn hot_map<T>(&self, limit: usize, mut f: impl FnMut(&K, &V) -> T) -> Vec<T> {
+        let mut per_shard: Vec<Vec<Option<T>>> = (0..self.inner.shards.len())
             .map(|i| {
-                let mut keys = Vec::new();
-                self.visit_hot(i, limit, |key, _, _| keys.push(key.clone()));
-                keys
+                let mut items = Vec::new();
+                self.visit_hot(i, limit, |key, value, _| items.push(Some(f(key, value))));
+                items
             })
             .collect();
         let lens: Vec<usize> = per_shard.iter().map(Vec::len).collect();
-        interleave(&lens).into_iter().take(limit).map(|(s, p)| per_shard[s][p].clone()).collect()
+        interleave(&lens).into_iter().take(limit).filter_map(|(s, p)| per_shard[s][p].take()).collect()
     }
 
     /// Calls `f` on shard `index`'s first `limit` live entries, most valuable first. The order is read

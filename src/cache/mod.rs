@@ -610,17 +610,15 @@ where
     /// [`RemovalCause::Replaced`]). The entry expires after the cache's TTL, if one is set.
     pub fn insert(&self, key: K, value: V) {
         let ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
-        self.insert_inner(key, value, ttl, false, None);
+        self.insert_inner(key, value, ttl, false);
     }
 
     /// Like [`insert`](Self::insert), but this entry expires `ttl` from now, whatever the cache's TTL.
     pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
-        self.insert_inner(key, value, Some(ttl), true, None);
+        self.insert_inner(key, value, Some(ttl), true);
     }
 
-    /// Stores the entry with time to live `ttl` (none: never expires); with `restored` (frequency, place),
-    /// as an entry restored from a snapshot (see `Shard::restore`).
-    fn insert_inner(&self, key: K, value: V, ttl: Option<Duration>, needs_clock: bool, restored: Option<(u8, u8)>) {
+    fn insert_inner(&self, key: K, value: V, ttl: Option<Duration>, needs_clock: bool) {
         let started = self.inner.latency.as_ref().and_then(LatencyRecorder::start);
         let weight = self.weigh(&key, &value);
         let hash = self.hash(&key);
@@ -630,10 +628,7 @@ where
                 (Some(ttl), Some(now)) => deadline_after(now, ttl),
                 _ => NEVER,
             };
-            match restored {
-                None => shard.insert(key, value, hash, weight, expires_at, now, out, guard),
-                Some((f, place)) => shard.restore(key, value, hash, weight, expires_at, now, f, place, out, guard),
-            }
+            shard.insert(key, value, hash, weight, expires_at, now, out, guard)
         });
         // Handed back by the shard so that their `Drop` runs here, outside the lock.
         match outcome {

@@ -26,6 +26,7 @@ use crate::clock::NEVER;
 
 /// A live entry as [`Shard::hot_entries`] lists it.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "snapshot"), allow(dead_code))] // all but `idx` are for snapshots
 pub(crate) struct Hot {
     pub(crate) idx: u32,
     /// Nanoseconds of time to live left, if the entry has a deadline.
@@ -116,11 +117,13 @@ impl<K: Eq, V> Shard<K, V> {
         self.slab.has_timers() && self.slab.timer(idx).is_expired(self.tti, now)
     }
 
+    #[cfg(feature = "snapshot")]
     /// The window's share of the capacity (W-TinyLFU only).
     pub(crate) fn window_share(&self) -> Option<f64> {
         self.policy.window_share()
     }
 
+    #[cfg(feature = "snapshot")]
     /// Prepares for about `entries` restored entries (W-TinyLFU: its window at `share` of the capacity).
     pub(crate) fn prepare_restore(&mut self, share: Option<f64>, entries: usize) {
         self.policy.prepare_restore(&mut self.slab, share, entries);

@@ -131,6 +131,11 @@ impl Content {
         }
     }
 
+    /// The content cache's capacity in bytes.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.cache.capacity()
+    }
+
     pub(crate) fn chunk_size(&self) -> u64 {
         self.chunk_size
     }
@@ -222,6 +227,25 @@ impl Content {
     /// Drops every cached entry whose file `matches`; returns how many.
     pub(crate) fn forget_where(&self, mut matches: impl FnMut(&str) -> bool) -> u64 {
         self.cache.invalidate_if(|k, _| matches(path::file_of(k)))
+    }
+
+    /// The files with cached content, most valuable first (the content cache's policy order; a file's
+    /// place is that of its most valuable entry, whole or chunk), each with the bytes cached of it.
+    pub(crate) fn hot_files(&self) -> Vec<(String, u64)> {
+        let entries = self.cache.hot_map(usize::MAX, |key, value| (Arc::clone(key), value.len() as u64));
+        let mut files: Vec<(String, u64)> = Vec::new();
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (key, len) in &entries {
+            let file = path::file_of(key);
+            match seen.get(file) {
+                Some(&i) => files[i].1 += len,
+                None => {
+                    seen.insert(file, files.len());
+                    files.push((file.to_string(), *len));
+                }
+            }
+        }
+        files
     }
 
     /// Drops every cached entry; returns how many there were.

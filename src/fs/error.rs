@@ -98,6 +98,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A hot list (see [`CacheFs::save_hot_list`](super::CacheFs::save_hot_list)) is damaged, truncated, or
+    /// of a format version this build does not read.
+    #[error("hot list {path}: {reason}")]
+    InvalidHotList {
+        /// The list's local path.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A warm stopped at its first failure (`skip_errors` was off), or was cancelled.
     #[error("warm stopped: {reason}")]
     WarmStopped {

@@ -55,6 +55,7 @@ mod content;
 mod dataset;
 mod error;
 mod file;
+mod hot_list;
 mod locks;
 mod metadata_cache;
 mod path;

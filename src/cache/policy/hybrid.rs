@@ -263,11 +263,13 @@ impl Hybrid {
         slab.meta(idx).queue | if marked { MARKED } else { 0 }
     }
 
+    #[cfg(feature = "snapshot")]
     /// The window's share of the capacity.
     pub(crate) fn window_share(&self) -> f64 {
         self.window_max as f64 / self.capacity.max(1) as f64
     }
 
+    #[cfg(feature = "snapshot")]
     /// Prepares for `entries` restored entries: the window takes the old cache's `share` of the capacity,
     /// and the sketch its size for them now (growing it later would clear the counts restored by then).
     pub(crate) fn prepare_restore<K, V>(&mut self, slab: &mut Slab<K, V>, share: Option<f64>, entries: usize) {

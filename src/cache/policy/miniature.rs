@@ -195,6 +195,7 @@ impl Miniature {
         }
     }
 
+    #[cfg(feature = "snapshot")]
     /// Chooses the candidate window nearest `share` (a restored cache starts from the old one's choice;
     /// its own epochs then move it as they would have).
     pub(crate) fn choose(&mut self, share: f64) {
@@ -442,6 +443,7 @@ impl Adaptation {
         self.shift.store(m.shift(), Ordering::Relaxed);
     }
 
+    #[cfg(feature = "snapshot")]
     /// Starts from the window share `share` (see [`Miniature::choose`]); returns the candidate's share.
     pub(crate) fn choose(&self, share: f64) -> f64 {
         let mut m = self.miniature.lock();

@@ -178,6 +178,7 @@ impl PolicyState {
         }
     }
 
+    #[cfg(feature = "snapshot")]
     /// The window's share of the capacity (W-TinyLFU only).
     pub(crate) fn window_share(&self) -> Option<f64> {
         match self {
@@ -186,6 +187,7 @@ impl PolicyState {
         }
     }
 
+    #[cfg(feature = "snapshot")]
     /// Prepares for about `entries` restored entries, W-TinyLFU's window at `share` of the capacity.
     pub(crate) fn prepare_restore<K, V>(&mut self, slab: &mut Slab<K, V>, share: Option<f64>, entries: usize) {
         if let PolicyState::Hybrid(p) = self {

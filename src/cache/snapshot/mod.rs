@@ -34,8 +34,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::Cache;
+use super::batch::Stored;
 use super::hot::interleave;
 use frame::{FRAME_TARGET, FrameReader, FrameWriter};
+
+/// Restored entries stored per turn of a shard's lock: long enough to amortise the lock, short enough
+/// that writers to that shard do not wait long.
+const RESTORE_GROUP: usize = 256;
 
 /// What [`Cache::save_snapshot`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,15 +241,19 @@ where
         }
         report.loaded = kept.len() as u64;
         self.prepare_restore(header.window, kept.len());
-        for (key, value, ttl, restored) in kept.into_iter().rev() {
-            match ttl {
-                Some(ttl) => self.insert_inner(key, value, Some(ttl), true, Some(restored)),
-                None => {
-                    let ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
-                    self.insert_inner(key, value, ttl, false, Some(restored));
-                }
-            }
-        }
+        let default_ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
+        let entries = kept
+            .into_iter()
+            .rev()
+            .map(|(key, value, ttl, restored)| Stored {
+                hash: self.hash(&key),
+                key,
+                value,
+                ttl: ttl.or(default_ttl),
+                restored: Some(restored),
+            })
+            .collect();
+        self.store_batch(entries, RESTORE_GROUP);
         Ok(report)
     }
 }
