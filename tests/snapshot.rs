@@ -202,7 +202,8 @@ fn weights_count_towards_capacity() {
     }
     let mut bytes = Vec::new();
     old.save_snapshot(&mut bytes).unwrap();
-    let new: Cache<u64, String> = Cache::builder().max_capacity(2_550).weigher(|_, v: &String| v.len() as u32).build();
+    let new: Cache<u64, String> =
+        Cache::builder().max_capacity(2_550).shards(1).weigher(|_, v: &String| v.len() as u32).build();
     let report = new.load_snapshot(bytes.as_slice()).unwrap();
     assert_eq!(report.loaded, 25);
     assert!(new.weighted_size() <= 2_550);
@@ -261,14 +262,22 @@ fn wrong_magic_version_and_types_are_named() {
     assert!(matches!(err, SnapshotError::UnsupportedVersion { found: 2, supported: 1 }), "{err}");
     assert!(err.to_string().contains("version 2"), "{err}");
 
-    // A snapshot of a cache of other types: the frames are intact, the entries do not decode.
+    // A snapshot of a cache of other types, even ones whose entries would decode (u64 as i64).
     let other: Cache<String, Vec<u64>> = Cache::new(100);
     other.insert("a key that is not a u64".into(), vec![1, 2, 3]);
     let mut bytes = Vec::new();
     other.save_snapshot(&mut bytes).unwrap();
     let err = new.load_snapshot(bytes.as_slice()).unwrap_err();
-    assert!(matches!(err, SnapshotError::Decode { .. }), "{err}");
+    assert!(matches!(err, SnapshotError::WrongTypes { .. }), "{err}");
+    assert!(err.to_string().contains("alloc::vec::Vec<u64>"), "{err}");
     assert!(new.is_empty());
+    let unsigned: Cache<u64, u64> = Cache::new(100);
+    unsigned.insert(1, 2);
+    let mut bytes = Vec::new();
+    unsigned.save_snapshot(&mut bytes).unwrap();
+    let signed: Cache<i64, i64> = Cache::new(100);
+    assert!(matches!(signed.load_snapshot(bytes.as_slice()), Err(SnapshotError::WrongTypes { .. })));
+    assert!(signed.is_empty());
 }
 
 struct Failing {

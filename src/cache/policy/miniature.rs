@@ -125,6 +125,18 @@ impl Candidate {
     }
 }
 
+/// What a warm-restart snapshot keeps of a miniature.
+#[cfg(feature = "snapshot")]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct MiniatureState {
+    /// The window chosen, as a share of the capacity.
+    pub(crate) window: f64,
+    /// Each candidate's score, in the order of [`WINDOWS`].
+    pub(crate) scores: Vec<f64>,
+    /// The cache size the miniatures were scaled for.
+    pub(crate) entries: u64,
+}
+
 /// The miniature caches and their scores.
 pub(crate) struct Miniature {
     /// The cache's size in entries the miniatures were scaled for.
@@ -196,11 +208,28 @@ impl Miniature {
     }
 
     #[cfg(feature = "snapshot")]
-    /// Chooses the candidate window nearest `share` (a restored cache starts from the old one's choice;
-    /// its own epochs then move it as they would have).
-    pub(crate) fn choose(&mut self, share: f64) {
-        let distance = |i: usize| (WINDOWS[i] - share).abs();
+    /// What a snapshot keeps of the miniature: the chosen window and each candidate's score (its decayed
+    /// hits, the current epoch's counted in).
+    pub(crate) fn state(&self) -> MiniatureState {
+        MiniatureState {
+            window: WINDOWS[self.chosen],
+            scores: self.candidates.iter().map(|c| c.score * DECAY + c.hits as f64).collect(),
+            entries: self.entries,
+        }
+    }
+
+    #[cfg(feature = "snapshot")]
+    /// Takes up a saved state: the candidate window nearest the saved one, and the candidates' scores if
+    /// they were earned by miniatures of the same size (so that the restarted cache weighs new evidence
+    /// against the old, rather than switching on its first epoch). Its own miniature caches start empty.
+    pub(crate) fn restore(&mut self, state: &MiniatureState) {
+        let distance = |i: usize| (WINDOWS[i] - state.window).abs();
         self.chosen = (0..N).min_by(|&a, &b| distance(a).total_cmp(&distance(b))).unwrap_or(INITIAL);
+        if state.entries == self.entries && state.scores.len() == N {
+            for (c, &score) in self.candidates.iter_mut().zip(&state.scores) {
+                c.score = if score.is_finite() { score.max(0.0) } else { 0.0 };
+            }
+        }
     }
 
     /// One access of sampled key `hash`.
@@ -444,10 +473,16 @@ impl Adaptation {
     }
 
     #[cfg(feature = "snapshot")]
-    /// Starts from the window share `share` (see [`Miniature::choose`]); returns the candidate's share.
-    pub(crate) fn choose(&self, share: f64) -> f64 {
+    /// The miniature's state, for a snapshot.
+    pub(crate) fn state(&self) -> MiniatureState {
+        self.miniature.lock().state()
+    }
+
+    #[cfg(feature = "snapshot")]
+    /// Takes up a saved state (see [`Miniature::restore`]); returns the window it chose.
+    pub(crate) fn restore(&self, state: &MiniatureState) -> f64 {
         let mut m = self.miniature.lock();
-        m.choose(share);
+        m.restore(state);
         m.window()
     }
 

@@ -7,6 +7,8 @@ mod lfu;
 mod lru;
 mod miniature;
 pub(crate) use miniature::Adaptation;
+#[cfg(feature = "snapshot")]
+pub(crate) use miniature::MiniatureState;
 mod sketch;
 mod ttl;
 

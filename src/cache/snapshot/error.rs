@@ -35,6 +35,15 @@ pub enum SnapshotError {
         /// What is wrong.
         reason: String,
     },
+    /// The snapshot was saved from a cache of other key or value types (by their names, as
+    /// `std::any::type_name` gives them: a build whose compiler names a type differently refuses it too).
+    #[error("snapshot holds {saved} entries, this cache holds {expected}")]
+    WrongTypes {
+        /// The saved key and value type names.
+        saved: String,
+        /// This cache's key and value type names.
+        expected: String,
+    },
     /// A frame is intact but an entry in it does not decode as this cache's key and value types (a
     /// snapshot of another cache?).
     #[error(

@@ -135,15 +135,21 @@ impl<R: Read> FrameReader<R> {
         Ok(Some(&self.payload))
     }
 
+    /// Fills `buf`, counting every byte read, so that a stream cut short reports where it ends.
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), SnapshotError> {
-        match self.input.read_exact(buf) {
-            Ok(()) => {
-                self.offset += buf.len() as u64;
-                Ok(())
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.input.read(&mut buf[filled..]) {
+                Ok(0) => return Err(SnapshotError::Truncated { offset: self.offset }),
+                Ok(n) => {
+                    filled += n;
+                    self.offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(SnapshotError::Io(e)),
             }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(SnapshotError::Truncated { offset: self.offset }),
-            Err(e) => Err(SnapshotError::Io(e)),
         }
+        Ok(())
     }
 }
 

@@ -3,23 +3,33 @@
 //! cold and hammer its origin.
 //!
 //! What a snapshot holds, per live entry: the key and the value (through `serde`), the time to live it
-//! had left, and the policy's estimate of how often it was used. Entries come most valuable first (see
-//! [`Cache::hot_keys`] for each policy's order), so a smaller cache keeps the best of a larger one.
-//! Loading skips entries whose time to live ran out meanwhile (the downtime is measured by the system
-//! clock between save and load), stops where the cache's free room runs out, and inserts what it keeps
-//! least valuable first, so that the most valuable end up the most recently used. Frequency estimates
-//! are restored (W-TinyLFU's sketch, LFU's counts), so the restarted cache admits and evicts like the
-//! old one. Hashes are not saved: they are seeded per process.
+//! had left, the policy's estimate of how often it was used and where it sat in the policy; and for
+//! W-TinyLFU the window its miniature simulation chose, with the candidates' scores. Entries come most
+//! valuable first (see [`Cache::hot_keys`] for each policy's order), so a smaller cache keeps the best
+//! of a larger one.
 //!
-//! The stream is versioned and every frame carries a CRC-32 (format: `frame.rs`). Loading is all or
-//! nothing: a truncated, corrupt or wrong-version stream, or one holding other key or value types, gives
-//! a [`SnapshotError`] and inserts nothing. Entries past the point where the cache is full are not read,
-//! so damage there goes unnoticed.
+//! Loading skips entries whose time to live ran out meanwhile (the downtime is measured by the system
+//! clock between save and load). Each shard holds its share of the capacity, and hashes are seeded per
+//! process, so the entries spread over the new cache's shards afresh: an entry is kept only if the
+//! shard it belongs to still has room for it, so a load never evicts anything (of the snapshot or of
+//! what the cache held), each shard keeps the most valuable entries that belong to it, and reading stops
+//! once every shard is full. The kept entries are inserted least valuable first, so that the most
+//! valuable end up the most recently used, with their frequency estimates (W-TinyLFU's sketch, LFU's
+//! counts) and W-TinyLFU segments, so the restarted cache admits and evicts like the old one.
+//!
+//! The stream is versioned, names the key and value types (`std::any::type_name`; entries of other
+//! types could decode without error: a `u64` as an `i64`) and every frame carries a CRC-32 (format:
+//! `frame.rs`). Loading is all or nothing: a truncated, corrupt or wrong-version stream, or one holding
+//! other key or value types, gives a [`SnapshotError`] and inserts nothing. Entries past the point where
+//! every shard is full are not read, so damage there goes unnoticed. A build whose compiler names the
+//! types differently refuses its predecessor's snapshots ([`SnapshotError::WrongTypes`]): it starts cold
+//! rather than risk misreading them.
 //!
 //! Saving visits one shard at a time (each shard's lock is held only while its order is read) and
 //! encodes the entries in memory before writing: it needs memory for the encoded snapshot, and is
 //! weakly consistent, as [`Cache::iter`] is. Loading holds the entries it keeps in memory before
-//! inserting them. Time-to-idle restarts at load, as if every restored entry had just been read.
+//! inserting them (the shards' room is taken as it was when the load began: concurrent writers may
+//! still cause evictions). Time-to-idle restarts at load, as if every restored entry had just been read.
 
 mod error;
 mod frame;
@@ -33,9 +43,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::Cache;
 use super::batch::Stored;
 use super::hot::interleave;
+use super::policy::{Adaptation, MiniatureState};
+use super::{Cache, builder};
+use crate::sync::Ordering::Relaxed;
 use frame::{FRAME_TARGET, FrameReader, FrameWriter};
 
 /// Restored entries stored per turn of a shard's lock: long enough to amortise the lock, short enough
@@ -62,7 +74,8 @@ pub struct SnapshotLoad {
     pub loaded: u64,
     /// Entries skipped because their time to live ran out before the load.
     pub expired: u64,
-    /// Entries not read because the cache was full: the least valuable ones.
+    /// Entries not loaded for lack of room: those whose shard was full when their turn came (the least
+    /// valuable of that shard), and those not read once every shard was full.
     pub beyond_capacity: u64,
 }
 
@@ -75,6 +88,11 @@ struct Header {
     entries: u64,
     /// W-TinyLFU's window, as a share of the capacity (the mean over shards).
     window: Option<f64>,
+    /// W-TinyLFU's miniature simulation: the window it chose and its candidates' scores.
+    miniature: Option<MiniatureState>,
+    /// The key and value types' names (`std::any::type_name`): entries of other types can decode without
+    /// error (a `u64` as an `i64`), so the names are checked first.
+    types: (String, String),
 }
 
 /// One entry as written: key, value, nanoseconds of time to live left (none: no deadline), frequency,
@@ -145,6 +163,8 @@ where
             saved_at: unix_nanos(SystemTime::now()),
             entries: order.len() as u64,
             window: self.window_share(),
+            miniature: self.inner.adaptation.as_ref().map(Adaptation::state),
+            types: (std::any::type_name::<K>().to_string(), std::any::type_name::<V>().to_string()),
         };
         postcard::to_io(&header, out.payload()).map_err(|e| SnapshotError::Encode(e.to_string()))?;
         out.cut()?;
@@ -169,12 +189,12 @@ where
     }
 
     /// Prepares every shard for its share of `entries` restored entries, before they come back: W-TinyLFU
-    /// starts its window at the old cache's `share` (the miniature takes the nearest of its candidates)
-    /// and sizes its sketch for them.
-    fn prepare_restore(&self, share: Option<f64>, entries: usize) {
-        let share = match (&self.inner.adaptation, share) {
-            (Some(adaptation), Some(share)) => Some(adaptation.choose(share)),
-            _ => None,
+    /// takes up the old miniature's state (its choice and scores) and starts its window there (the
+    /// shards' mean `window` if the miniature's state is missing), and sizes its sketch for them.
+    fn prepare_restore(&self, window: Option<f64>, miniature: Option<&MiniatureState>, entries: usize) {
+        let share = match (&self.inner.adaptation, miniature) {
+            (Some(adaptation), Some(state)) => Some(adaptation.restore(state)),
+            _ => window,
         };
         let per_shard = entries.div_ceil(self.inner.shards.len());
         for locked in self.inner.shards.iter() {
@@ -183,9 +203,9 @@ where
     }
 
     /// Refills the cache from a snapshot written by [`save_snapshot`](Self::save_snapshot) (see the
-    /// [module docs](crate::snapshot)): skips entries whose time to live ran out since the save,
-    /// stops where the cache's free room runs out, restores frequency estimates, and inserts the kept
-    /// entries least valuable first. Entries keep the time to live they had left; those saved without
+    /// [module docs](crate::snapshot)): skips entries whose time to live ran out since the save, keeps
+    /// each entry only if its shard has room for it (a load evicts nothing) and stops reading when every
+    /// shard is full, restores frequency estimates, and inserts the kept entries least valuable first. Entries keep the time to live they had left; those saved without
     /// one get the cache's time to live, if it has one. `reader` need not be buffered.
     ///
     /// # Errors
@@ -202,11 +222,27 @@ where
                 .map_err(|e| SnapshotError::Corrupt { offset, reason: format!("unreadable header: {e}") })?,
             None => return Err(SnapshotError::Corrupt { offset, reason: "no header".into() }),
         };
+        let (key_type, value_type) = (std::any::type_name::<K>(), std::any::type_name::<V>());
+        if header.types.0 != key_type || header.types.1 != value_type {
+            return Err(SnapshotError::WrongTypes {
+                saved: format!("{} → {}", header.types.0, header.types.1),
+                expected: format!("{key_type} → {value_type}"),
+            });
+        }
         let downtime = Duration::from_nanos(unix_nanos(SystemTime::now()).saturating_sub(header.saved_at));
-        let room = self.capacity().saturating_sub(self.weighted_size());
+        let default_ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
+        // Each shard holds its share of the capacity: an entry is kept only if its own shard has room for
+        // it, so that the load evicts nothing, and reading stops once every shard is full.
+        let (shards, capacity) = (self.inner.shards.len(), self.capacity());
+        let mut room: Vec<u64> = (0..shards)
+            .map(|i| {
+                builder::shard_capacity(capacity, shards, i).saturating_sub(self.inner.shards[i].weight.load(Relaxed))
+            })
+            .collect();
+        let mut open = room.iter().filter(|&&r| r > 0).count();
         let mut report = SnapshotLoad { saved: header.entries, ..SnapshotLoad::default() };
-        let (mut kept, mut weight, mut read) = (Vec::new(), 0u64, 0u64);
-        'frames: loop {
+        let (mut kept, mut read) = (Vec::new(), 0u64);
+        'frames: while open > 0 {
             let offset = frames.offset();
             let Some(mut payload) = frames.next()? else { break };
             while !payload.is_empty() {
@@ -226,34 +262,36 @@ where
                     }
                     other => other,
                 };
-                let w = u64::from(self.weigh(&key, &value));
-                if weight + w > room {
-                    report.beyond_capacity = header.entries - read + 1;
+                let hash = self.hash(&key);
+                let (i, weight) = (self.shard_index(hash), u64::from(self.weigh(&key, &value)));
+                if weight > room[i] {
+                    report.beyond_capacity += 1;
+                    continue;
+                }
+                room[i] -= weight;
+                if room[i] == 0 {
+                    open -= 1;
+                    if open == 0 {
+                        report.beyond_capacity += header.entries - read;
+                    }
+                }
+                let ttl = ttl.or(default_ttl);
+                kept.push(Stored { hash, key, value, ttl, restored: Some((frequency, place)) });
+                if open == 0 {
                     break 'frames;
                 }
-                weight += w;
-                kept.push((key, value, ttl, (frequency, place)));
             }
         }
-        if report.beyond_capacity == 0 && read != header.entries {
+        if open == 0 && read == 0 {
+            report.beyond_capacity = header.entries;
+        } else if open > 0 && read != header.entries {
             let reason = format!("the stream ends after {read} of the {} entries its header announces", header.entries);
             return Err(SnapshotError::Corrupt { offset: frames.offset(), reason });
         }
         report.loaded = kept.len() as u64;
-        self.prepare_restore(header.window, kept.len());
-        let default_ttl = if self.inner.config.expiring() { self.inner.config.load().ttl } else { None };
-        let entries = kept
-            .into_iter()
-            .rev()
-            .map(|(key, value, ttl, restored)| Stored {
-                hash: self.hash(&key),
-                key,
-                value,
-                ttl: ttl.or(default_ttl),
-                restored: Some(restored),
-            })
-            .collect();
-        self.store_batch(entries, RESTORE_GROUP);
+        self.prepare_restore(header.window, header.miniature.as_ref(), kept.len());
+        kept.reverse();
+        self.store_batch(kept, RESTORE_GROUP);
         Ok(report)
     }
 }
