@@ -1494,13 +1494,9 @@ fn records_with_nonsense_frequency_or_place_do_not_break_the_cache() {
         let mut big = Vec::new();
         put_varint(u64::MAX as u128, &mut big);
         let mut variants: Vec<Vec<u8>> = Vec::new();
-        for tail in [
-            vec![0xff, 0x01, 0xff, 0x01],
-            vec![0, 200],
-            vec![0, 0x7f],
-            [big.clone(), vec![3]].concat(),
-            vec![200, 9],
-        ] {
+        for tail in
+            [vec![0xff, 0x01, 0xff, 0x01], vec![0, 200], vec![0, 0x7f], [big.clone(), vec![3]].concat(), vec![200, 9]]
+        {
             variants.push([&p[..3], &tail[..]].concat());
         }
         for (i, v) in variants.iter().enumerate() {

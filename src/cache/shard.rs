@@ -124,6 +124,18 @@ impl<K: Eq, V> Shard<K, V> {
     }
 
     #[cfg(feature = "snapshot")]
+    /// How far LFU's counts are towards their next halving (0 to 1; LFU only).
+    pub(crate) fn ageing(&self) -> Option<f64> {
+        self.policy.ageing()
+    }
+
+    #[cfg(feature = "snapshot")]
+    /// Puts LFU's counts `progress` of the way towards their next halving (LFU only).
+    pub(crate) fn set_ageing(&mut self, progress: f64) {
+        self.policy.set_ageing(progress);
+    }
+
+    #[cfg(feature = "snapshot")]
     /// Prepares for about `entries` restored entries (W-TinyLFU: its window at `share` of the capacity).
     pub(crate) fn prepare_restore(&mut self, share: Option<f64>, entries: usize) {
         self.policy.prepare_restore(&mut self.slab, share, entries);

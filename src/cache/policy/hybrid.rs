@@ -269,6 +269,18 @@ impl Hybrid {
         self.window_max as f64 / self.capacity.max(1) as f64
     }
 
+    /// How far the sketch's counts are towards their next halving (0 to 1).
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn ageing(&self) -> f64 {
+        self.sketch.ageing()
+    }
+
+    /// Puts the sketch's counts `progress` of the way towards their next halving.
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn set_ageing(&mut self, progress: f64) {
+        self.sketch.set_ageing(progress);
+    }
+
     #[cfg(feature = "snapshot")]
     /// Prepares for `entries` restored entries: the window takes the old cache's `share` of the capacity,
     /// and the sketch its size for them now (growing it later would clear the counts restored by then).

@@ -64,7 +64,7 @@ impl Lfu {
         let f = self.pull(slab, idx);
         self.push(slab, idx, (f + 1).min(MAX_FREQ));
         self.accesses += 1;
-        if self.accesses >= 10 * self.entries.max(16) {
+        if self.accesses >= self.ageing_period() {
             self.age(slab);
         }
     }
@@ -90,6 +90,25 @@ impl Lfu {
     pub(crate) fn set_frequency<K, V>(&mut self, slab: &mut Slab<K, V>, idx: u32, frequency: u8) {
         self.pull(slab, idx);
         self.push(slab, idx, frequency.min(MAX_FREQ));
+    }
+
+    /// How far the counts are towards their next halving, from 0 to 1.
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn ageing(&self) -> f64 {
+        self.accesses as f64 / self.ageing_period() as f64
+    }
+
+    /// Puts the counts `progress` (0 to 1) of the way towards their next halving (a restored cache takes
+    /// up the old one's: counts restored fresh would otherwise outlive the old cache's by up to a period).
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn set_ageing(&mut self, progress: f64) {
+        let period = self.ageing_period();
+        self.accesses = ((period as f64 * progress.clamp(0.0, 1.0)) as u64).min(period - 1);
+    }
+
+    /// Accesses between two halvings.
+    fn ageing_period(&self) -> u64 {
+        10 * self.entries.max(16)
     }
 
     /// Halves every count. Ascending order: queue `f / 2` has already been emptied when `f` moves into it.

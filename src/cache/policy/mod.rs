@@ -190,6 +190,26 @@ impl PolicyState {
     }
 
     #[cfg(feature = "snapshot")]
+    /// How far the counts are towards their next halving (0 to 1; LFU's, W-TinyLFU's sketch's).
+    pub(crate) fn ageing(&self) -> Option<f64> {
+        match self {
+            PolicyState::Lfu(p) => Some(p.ageing()),
+            PolicyState::Hybrid(p) => Some(p.ageing()),
+            _ => None,
+        }
+    }
+
+    #[cfg(feature = "snapshot")]
+    /// Puts the counts `progress` of the way towards their next halving (LFU, W-TinyLFU).
+    pub(crate) fn set_ageing(&mut self, progress: f64) {
+        match self {
+            PolicyState::Lfu(p) => p.set_ageing(progress),
+            PolicyState::Hybrid(p) => p.set_ageing(progress),
+            _ => {}
+        }
+    }
+
+    #[cfg(feature = "snapshot")]
     /// Prepares for about `entries` restored entries, W-TinyLFU's window at `share` of the capacity.
     pub(crate) fn prepare_restore<K, V>(&mut self, slab: &mut Slab<K, V>, share: Option<f64>, entries: usize) {
         if let PolicyState::Hybrid(p) = self {

@@ -120,6 +120,18 @@ impl FrequencySketch {
         }
     }
 
+    /// How far the counters are towards their next halving, from 0 to 1.
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn ageing(&self) -> f64 {
+        self.additions as f64 / self.sample_size as f64
+    }
+
+    /// Puts the counters `progress` (0 to 1) of the way towards their next halving.
+    #[cfg(feature = "snapshot")]
+    pub(crate) fn set_ageing(&mut self, progress: f64) {
+        self.additions = ((self.sample_size as f64 * progress.clamp(0.0, 1.0)) as u64).min(self.sample_size - 1);
+    }
+
     /// Halves every counter.
     fn age(&mut self) {
         for b in &mut self.blocks {

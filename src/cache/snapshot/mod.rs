@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use super::batch::Stored;
 use super::hot::interleave;
 use super::policy::{Adaptation, MiniatureState};
+use super::shard::Shard;
 use super::{Cache, builder};
 use crate::sync::Ordering::Relaxed;
 use frame::{FRAME_TARGET, FrameReader, FrameWriter};
@@ -90,6 +91,8 @@ struct Header {
     window: Option<f64>,
     /// W-TinyLFU's miniature simulation: the window it chose and its candidates' scores.
     miniature: Option<MiniatureState>,
+    /// How far LFU's counts were towards their next halving (0 to 1, the mean over shards).
+    ageing: Option<f64>,
     /// The key and value types' names (`std::any::type_name`): entries of other types can decode without
     /// error (a `u64` as an `i64`), so the names are checked first.
     types: (String, String),
@@ -162,8 +165,9 @@ where
         let header = Header {
             saved_at: unix_nanos(SystemTime::now()),
             entries: order.len() as u64,
-            window: self.window_share(),
+            window: self.mean_over_shards(|shard| shard.window_share()),
             miniature: self.inner.adaptation.as_ref().map(Adaptation::state),
+            ageing: self.mean_over_shards(|shard| shard.ageing()),
             types: (std::any::type_name::<K>().to_string(), std::any::type_name::<V>().to_string()),
         };
         postcard::to_io(&header, out.payload()).map_err(|e| SnapshotError::Encode(e.to_string()))?;
@@ -180,12 +184,11 @@ where
         Ok(SnapshotSaved { entries: header.entries, bytes })
     }
 
-    /// W-TinyLFU's window as a share of the capacity, the mean over shards.
-    fn window_share(&self) -> Option<f64> {
+    /// The mean over shards of what `f` reads from each (`None` if it reads nothing).
+    fn mean_over_shards(&self, f: impl Fn(&Shard<K, V>) -> Option<f64>) -> Option<f64> {
         let guard = crossbeam_epoch::pin();
-        let shares: Vec<f64> =
-            self.inner.shards.iter().filter_map(|locked| locked.lock(&guard).window_share()).collect();
-        (!shares.is_empty()).then(|| shares.iter().sum::<f64>() / shares.len() as f64)
+        let values: Vec<f64> = self.inner.shards.iter().filter_map(|locked| f(&locked.lock(&guard))).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
     }
 
     /// Prepares every shard for its share of `entries` restored entries, before they come back: W-TinyLFU
@@ -292,6 +295,11 @@ where
         self.prepare_restore(header.window, header.miniature.as_ref(), kept.len());
         kept.reverse();
         self.store_batch(kept, RESTORE_GROUP);
+        if let Some(progress) = header.ageing {
+            for locked in self.inner.shards.iter() {
+                self.write(locked, false, |shard, _, _, _| shard.set_ageing(progress));
+            }
+        }
         Ok(report)
     }
 }
