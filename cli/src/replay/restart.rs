@@ -201,7 +201,8 @@ mod tests {
             let r = measure(&trace, Capacity::Percent(10.0), policy, 1);
             assert!(r.restarted > r.cold, "{r:?}");
             assert!((r.restarted - r.never_restarted).abs() < 1.0, "{r:?}");
-            assert_eq!(r.saved, r.loaded);
+            // The restarted cache hashes with another seed: its shards keep what fits each of them.
+            assert!(r.loaded <= r.saved && r.loaded * 10 >= r.saved * 9, "{r:?}");
         }
         assert!(markdown(&[measure(&trace, Capacity::Entries(50), Policy::Lfu, 1)]).contains("| zipf | "));
     }
