@@ -42,7 +42,9 @@ where
             || Cache::<u64, V>::new(ENTRIES),
             |fresh| {
                 let report = fresh.load_snapshot(bytes.as_slice()).expect("load");
-                assert_eq!(report.loaded, cache.len());
+                // Another hash seed spreads the keys over the shards afresh: each keeps what fits its share.
+                assert_eq!(report.loaded + report.beyond_capacity, cache.len());
+                assert!(report.loaded * 100 >= cache.len() * 97, "{report:?}");
                 fresh
             },
             BatchSize::PerIteration,

@@ -31,6 +31,10 @@ pub struct RestartRow {
     pub restarted: f64,
     /// A new, empty cache at half-time.
     pub cold: f64,
+    /// The restarted cache over the first twentieth of the second half.
+    pub restarted_early: f64,
+    /// The cold cache over the first twentieth of the second half.
+    pub cold_early: f64,
     /// Snapshot size in bytes.
     pub snapshot_bytes: u64,
     /// Entries the snapshot held, and how many the new cache loaded.
@@ -77,8 +81,14 @@ pub fn measure(trace: &Trace, capacity: Capacity, policy: Policy, seed: u64) -> 
     let other = build(policy, entries, seed.wrapping_add(1));
     drive(&other, first);
     let never_restarted_other_seed = ratio(drive(&other, second));
-    let restarted = ratio(drive(&restarted, second));
-    let cold = ratio(drive(&build(policy, entries, seed.wrapping_add(1)), second));
+    // The first twentieth of the second half: the burst of misses a cold restart sends to the origin.
+    let (early, late) = second.split_at(second.len() / 20);
+    let early_ratio = |hits: u64| 100.0 * hits as f64 / early.len().max(1) as f64;
+    let (restarted_early, restarted_late) = (drive(&restarted, early), drive(&restarted, late));
+    let restarted = ratio(restarted_early + restarted_late);
+    let cold_cache = build(policy, entries, seed.wrapping_add(1));
+    let (cold_early, cold_late) = (drive(&cold_cache, early), drive(&cold_cache, late));
+    let cold = ratio(cold_early + cold_late);
     RestartRow {
         trace: trace.name.clone(),
         entries,
@@ -88,6 +98,8 @@ pub fn measure(trace: &Trace, capacity: Capacity, policy: Policy, seed: u64) -> 
         never_restarted_other_seed,
         restarted,
         cold,
+        restarted_early: early_ratio(restarted_early),
+        cold_early: early_ratio(cold_early),
         snapshot_bytes: saved.bytes,
         saved: saved.entries,
         loaded: load.loaded,
@@ -152,8 +164,8 @@ pub fn markdown(rows: &[RestartRow]) -> String {
     policies.dedup();
     policies.sort_unstable();
     policies.dedup();
-    out += "\n| policy | cells | mean never restarted | mean restarted | mean cold | worst restarted − never | cells more than 1 pp under | worst other seed − never |\n\
-            |---|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += "\n| policy | cells | mean never restarted | mean restarted | mean cold | worst restarted − never | cells more than 1 pp under | worst other seed − never | first 5% after: restarted | first 5%: cold |\n\
+            |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for p in policies {
         let of: Vec<&RestartRow> = rows.iter().filter(|r| r.policy == p).collect();
         let mean = |f: fn(&RestartRow) -> f64| of.iter().map(|r| f(r)).sum::<f64>() / of.len() as f64;
@@ -161,13 +173,15 @@ pub fn markdown(rows: &[RestartRow]) -> String {
         let under = of.iter().filter(|r| r.restarted < r.never_restarted - 1.0).count();
         let seed_worst = of.iter().map(|r| r.never_restarted_other_seed - r.never_restarted).fold(f64::MAX, f64::min);
         out += &format!(
-            "| {p} | {} | {:.2} | {:.2} | {:.2} | {:+.2} | {under} | {:+.2} |\n",
+            "| {p} | {} | {:.2} | {:.2} | {:.2} | {:+.2} | {under} | {:+.2} | {:.2} | {:.2} |\n",
             of.len(),
             mean(|r| r.never_restarted),
             mean(|r| r.restarted),
             mean(|r| r.cold),
             worst,
-            seed_worst
+            seed_worst,
+            mean(|r| r.restarted_early),
+            mean(|r| r.cold_early)
         );
     }
     out
