@@ -1023,8 +1023,8 @@ where
         self.inner.shards.iter().map(|locked| locked.lock(&guard).heap_bytes()).sum()
     }
 
-    /// Checks every shard's invariants; panics on the first broken one. Built for tests and loom only.
-    #[cfg(any(test, loom))]
+    /// Checks every shard's invariants; panics on the first broken one. Built for tests, loom and fuzzing only.
+    #[cfg(any(test, loom, fuzzing))]
     #[doc(hidden)]
     pub fn validate(&self) {
         let guard = crossbeam_epoch::pin();

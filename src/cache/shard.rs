@@ -87,7 +87,7 @@ impl<K: Eq, V> Shard<K, V> {
         self.weight
     }
 
-    #[cfg(any(test, loom))]
+    #[cfg(any(test, loom, fuzzing))]
     pub(crate) fn capacity(&self) -> u64 {
         self.capacity
     }

@@ -94,6 +94,9 @@ pub use error::Error;
 pub use oci::{OciOrigin, OciOriginBuilder};
 pub use origin::{DirOrigin, Origin};
 pub use reader::Blob;
+#[cfg(all(feature = "redis", fuzzing))]
+#[doc(hidden)]
+pub use redis::fuzz_manifest;
 #[cfg(feature = "redis")]
 pub use redis::{RedisTier, RedisTierBuilder};
 pub use remote::{RemoteGet, RemoteTier};

@@ -385,6 +385,16 @@ impl Manifest {
     }
 }
 
+/// The manifest codec, for the `blob_names` fuzz target (`fuzz/`): parses `bytes` as the manifest of `d`,
+/// and writes the manifest a blob of `size` bytes in chunks of `chunk_size` would have.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz_manifest(bytes: &[u8], d: &Digest, size: u64, chunk_size: u64) -> (Option<(u64, u64, u64)>, String) {
+    let parsed = Manifest::parse(bytes, d).map(|m| (m.size, m.chunk_size, m.chunks));
+    let chunks = size.div_ceil(chunk_size.max(1));
+    (parsed, Manifest { size, chunk_size, chunks }.encode(d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
