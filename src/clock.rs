@@ -79,6 +79,15 @@ impl Clock {
 /// The deadline of an entry that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
 
+/// The deadline `ttl` after `now`; [`NEVER`] without a TTL, or without a clock reading (a cache whose
+/// entries cannot expire reads no clock).
+pub(crate) fn expiry(ttl: Option<Duration>, now: Option<u64>) -> u64 {
+    match (ttl, now) {
+        (Some(ttl), Some(now)) => deadline_after(now, ttl),
+        _ => NEVER,
+    }
+}
+
 /// `now + d`, saturating at [`NEVER`].
 pub(crate) fn deadline_after(now: u64, d: Duration) -> u64 {
     let d = u64::try_from(d.as_nanos()).unwrap_or(NEVER);

@@ -16,7 +16,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use cachefs::{Cache, FnvBuildHasher, Policy, RemovalCause};
@@ -89,12 +89,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Tests run one at a time even without `--test-threads 1` (the epoch runs other tests' deferred work
-/// on whichever thread pins, which would count against an allocation measurement).
-static SERIAL: Mutex<()> = Mutex::new(());
+/// An allocation measurement runs alone: the epoch runs other tests' deferred work on whichever thread
+/// pins, which would count against it. The other tests (replays and races, whose results do not depend
+/// on what runs beside them) share the lock and run side by side.
+static SERIAL: RwLock<()> = RwLock::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+fn shared() -> RwLockReadGuard<'static, ()> {
+    SERIAL.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    SERIAL.write().unwrap_or_else(|e| e.into_inner())
 }
 
 fn allocations_during(f: impl FnOnce()) -> u64 {
@@ -366,7 +371,7 @@ fn assert_all_close(cases: &[(String, f64, f64)], tol: f64) {
 
 #[test]
 fn recency_loads_of_many_reuse_distances_get_lru_hit_ratio() {
-    let _s = serial();
+    let _s = shared();
     let cap = 4096;
     for frac in [0.05, 0.25, 0.4, 0.45] {
         let keys = recency(0, 300_000, (cap as f64 * frac) as u64);
@@ -383,7 +388,7 @@ fn recency_loads_of_many_reuse_distances_get_lru_hit_ratio() {
 
 #[test]
 fn frequency_loads_of_several_hot_set_sizes_get_lfu_hit_ratio() {
-    let _s = serial();
+    let _s = shared();
     let cap = 4096;
     for hot in [cap, 2 * cap, 8 * cap] {
         let keys = frequency(&mut Rng(5), 300_000, hot, 0);
@@ -394,7 +399,7 @@ fn frequency_loads_of_several_hot_set_sizes_get_lfu_hit_ratio() {
 
 #[test]
 fn quickly_alternating_character_is_no_worse_than_the_better_fixed_policy() {
-    let _s = serial();
+    let _s = shared();
     let cap = 4096;
     for period in [1_000usize, 4_000, 10_000, 30_000, 100_000] {
         let keys = alternating(period, 400_000, cap);
@@ -411,7 +416,7 @@ fn quickly_alternating_character_is_no_worse_than_the_better_fixed_policy() {
 
 #[test]
 fn a_load_whose_character_differs_between_shards() {
-    let _s = serial();
+    let _s = shared();
     let cap = 4096;
     let mut rng = Rng(23);
     let rec = recency(0, 200_000, cap / 8);
@@ -434,7 +439,7 @@ fn a_load_whose_character_differs_between_shards() {
 
 #[test]
 fn caches_of_1_to_10_entries() {
-    let _s = serial();
+    let _s = shared();
     for cap in 1..=10u64 {
         // A loop that fits: every policy hits on every access after the first pass.
         let keys: Vec<u64> = (0..20_000u64).map(|i| i % cap).collect();
@@ -464,7 +469,7 @@ fn caches_of_1_to_10_entries() {
 // not LRU, on a pure recency load, at any length of run.
 #[test]
 fn many_small_shards_still_follow_a_recency_load() {
-    let _s = serial();
+    let _s = shared();
     let cap = 4096;
     let mut cases = Vec::new();
     for (shards, gap) in [(256usize, 256u64), (256, 512), (512, 256)] {
@@ -485,7 +490,7 @@ fn many_small_shards_still_follow_a_recency_load() {
 
 #[test]
 fn huge_capacities_with_few_keys() {
-    let _s = serial();
+    let _s = shared();
     let keys: Vec<u64> = (0..100_000u64).map(|i| i % 1_000).collect();
     for cap in [1u64 << 40, u64::MAX] {
         let c: Cache<u64, u64> = Cache::builder().max_capacity(cap).build();
@@ -520,7 +525,7 @@ fn huge_capacities_with_few_keys() {
 // shard), however long it runs. With weight 100 per entry it matches LRU.
 #[test]
 fn a_cache_weighed_in_bytes_follows_a_recency_load() {
-    let _s = serial();
+    let _s = shared();
     let w = 16_384u32;
     let cap = 4_096 * u64::from(w);
     let keys = recency(0, 400_000, 1_024);
@@ -545,7 +550,7 @@ fn a_cache_weighed_in_bytes_follows_a_recency_load() {
 
 #[test]
 fn very_uneven_weights() {
-    let _s = serial();
+    let _s = shared();
     let entries = 4_096u64;
     // 1 key in 64 weighs 1,000, the others 1: mean weight about 16.6.
     let cap = (entries as f64 * (63.0 + 1_000.0) / 64.0) as u64;
@@ -566,7 +571,7 @@ fn very_uneven_weights() {
 // 1,000,000 accesses. The same trace with weight 100 throughout adapts within 100,000 accesses.
 #[test]
 fn weights_that_grow_mid_run_are_followed() {
-    let _s = serial();
+    let _s = shared();
     let cap = 4_096u64 * 100;
     let mut keys = frequency(&mut Rng(9), 200_000, 2 * cap, 0);
     let split = keys.len();
@@ -583,7 +588,7 @@ fn weights_that_grow_mid_run_are_followed() {
 
 #[test]
 fn capacity_changes_mid_run_are_followed() {
-    let _s = serial();
+    let _s = shared();
     let chunk = 50_000;
     let run = |keys: &[u64], sched: &[(usize, u64)], p: Policy| {
         let c = build(p, sched[0].1);
@@ -717,7 +722,7 @@ fn check_stats_identity(what: &str, cache: &Cache<u64, u64>) {
 
 #[test]
 fn single_threaded_model_values_capacity_listener() {
-    let _s = serial();
+    let _s = shared();
     let deadline = Instant::now() + Duration::from_secs(8);
     let configs: [(u64, Option<usize>); 8] = [
         (1, None),
@@ -901,7 +906,7 @@ fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T 
 
 #[test]
 fn concurrent_mixed_operations_on_overlapping_keys() {
-    let _s = serial();
+    let _s = shared();
     for (cfg, (cap, shards, nkeys)) in
         [(128u64, None, 256u64), (64, Some(16usize), 96), (4_096, Some(8), 6_000)].into_iter().enumerate()
     {
@@ -1054,7 +1059,7 @@ fn departures_summary(d: &Departures) -> Vec<(u64, u64, RemovalCause)> {
 
 #[test]
 fn insert_many_with_equal_keys_is_the_loop() {
-    let _s = serial();
+    let _s = shared();
     // Each key three times in the batch, plenty of room: nothing is evicted.
     let batch: Vec<(u64, u64)> = (1..=3u64).flat_map(|round| (0..200u64).map(move |k| (k, val(round, k, 1)))).collect();
     let run = |many: bool| {
@@ -1091,7 +1096,7 @@ fn insert_many_with_equal_keys_is_the_loop() {
 
 #[test]
 fn insert_many_evicts_exactly_as_the_loop_for_other_policies() {
-    let _s = serial();
+    let _s = shared();
     for policy in [Policy::Lru, Policy::Lfu, Policy::Ttl] {
         let mk = || -> Cache<u64, u64, FnvBuildHasher> {
             Cache::builder()
@@ -1133,7 +1138,7 @@ fn insert_many_evicts_exactly_as_the_loop_for_other_policies() {
 
 #[test]
 fn insert_many_hybrid_values_held_are_the_last_written() {
-    let _s = serial();
+    let _s = shared();
     for (cap, shards) in [(50u64, Some(8usize)), (1_000, None), (5, Some(4)), (300, Some(64))] {
         let departed: Departures = Arc::default();
         let cache = listened_cache(cap, shards, &departed);
@@ -1169,7 +1174,7 @@ fn insert_many_hybrid_values_held_are_the_last_written() {
 
 #[test]
 fn set_max_capacity_on_uneven_weights_holds_the_bound_at_once() {
-    let _s = serial();
+    let _s = shared();
     let departed: Departures = Arc::default();
     let cache = listened_cache(2_000, Some(4), &departed);
     let mut rng = Rng(5);
@@ -1264,7 +1269,7 @@ fn hits_allocations_in_rounds(cache: &Cache<u64, u64>, hot: u64, churn: u64, cap
 
 #[test]
 fn get_hits_allocate_nothing_in_hostile_steady_states() {
-    let _s = serial();
+    let _s = alone();
     let weighted = |cap: u64| -> Cache<u64, u64> {
         Cache::builder().max_capacity(cap).weigher(|_: &u64, v: &u64| (*v & 0xfff).max(1) as u32).build()
     };
@@ -1294,7 +1299,7 @@ fn get_hits_allocate_nothing_in_hostile_steady_states() {
 // a hashbrown `reserve_rehash` or a `Vec::grow_one`).
 #[test]
 fn get_hits_allocate_nothing_when_capacity_changes_periodically() {
-    let _s = serial();
+    let _s = alone();
     let cache = build(Policy::Hybrid, 4_096);
     let (allocs, hits) = hits_allocations_in_rounds(&cache, 900, 200, &[4_096, 1_024, 65_536, 1_000]);
     println!("{hits} hits, {allocs} allocations");
@@ -1313,7 +1318,7 @@ fn get_hits_allocate_nothing_when_capacity_changes_periodically() {
 // apart by backtrace and requires that nothing else allocates; `get`'s documentation says so.
 #[test]
 fn get_hits_allocate_nothing_while_another_thread_churns() {
-    let _s = serial();
+    let _s = alone();
     let cache = build(Policy::Hybrid, 4_096);
     for k in 0..1_000u64 {
         cache.insert(k, k);
@@ -1373,7 +1378,7 @@ fn get_hits_allocate_nothing_while_another_thread_churns() {
 // back into the cache (or reconfigure it)."
 #[test]
 fn a_listener_that_reconfigures_and_inserts_under_concurrency() {
-    let _s = serial();
+    let _s = shared();
     thread_local! { static DEPTH: Cell<u32> = const { Cell::new(0) }; }
     let cell: Arc<std::sync::OnceLock<Cache<u64, u64>>> = Arc::default();
     let seen = Arc::new(AtomicU64::new(0));

@@ -396,3 +396,34 @@ fn wait_for_wakes_a_consumer_in_this_process_and_in_a_read_only_handle() {
         assert!(ring.wait_for(10, Duration::MAX).unwrap(), "an infinite timeout does not overflow");
     }
 }
+
+/// A writer closed while another thread is spawning a child process (which holds a copy of every
+/// descriptor between its fork and its exec) releases its lock at once: reopening right after works.
+/// Before the lock was released explicitly, the child's copy kept it, and the reopen failed with `Locked`
+/// (seen in CI: two hostile ring tests reopened a ring while other tests of their binary spawned children).
+#[test]
+fn a_writer_reopened_while_a_child_is_being_spawned_is_not_locked() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ring.dat");
+    let ring = RingBuffer::open(&path, RingOptions::new(8, 64)).unwrap();
+    ring.write(1, b"one").unwrap();
+    let spawner = std::thread::spawn(|| {
+        let mut cmd = std::process::Command::new("true");
+        // SAFETY: the closure runs in the child between fork and exec, and only sleeps (`nanosleep`, which
+        // is async-signal-safe); it allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(|| {
+                std::thread::sleep(Duration::from_millis(1500));
+                Ok(())
+            });
+        }
+        cmd.status().unwrap()
+    });
+    // The child has forked (holding a copy of the ring's descriptors) and sleeps before its exec.
+    std::thread::sleep(Duration::from_millis(300));
+    ring.close().unwrap();
+    let ring = RingBuffer::open(&path, RingOptions::new(8, 64)).expect("reopened while the child still sleeps");
+    assert_eq!(read(&ring, 1).unwrap(), b"one");
+    assert!(spawner.join().unwrap().success());
+}

@@ -243,3 +243,46 @@ fn hostile_registries_get_typed_errors_and_nothing_is_stored() {
     let (s, _disk) = store(origin_at(dead), false);
     assert!(matches!(s.fill(&d), Err(Error::Origin { .. })));
 }
+
+/// A registry that streams an endless body without a `Content-Length` (and a gzip one that inflates
+/// without end): the fill stops at the disk tier's bound with `TooLarge`, and leaves nothing on disk.
+#[test]
+fn an_endless_body_stops_at_the_disk_bound_and_leaves_nothing() {
+    for gzip_origin in [false, true] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut head = [0u8; 4096];
+                let _ = conn.read(&mut head);
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                // Zeros until the client hangs up (bounded, so a broken client cannot keep this running).
+                let chunk = if gzip_origin { gzip(&vec![0u8; 64 << 20]) } else { vec![0u8; 64 << 10] };
+                let chunk = if gzip_origin { chunk[..chunk.len() / 2].to_vec() } else { chunk };
+                let mut total = 0;
+                while total < 1 << 30 && conn.write_all(&chunk).is_ok() {
+                    total += chunk.len();
+                    if gzip_origin {
+                        break; // one long gzip member's first half: inflates to 32 MiB of zeros
+                    }
+                }
+            }
+        });
+        let disk = tempfile::tempdir().unwrap();
+        let s = TieredStore::builder()
+            .disk_dir(disk.path())
+            .disk_max_bytes(4 << 20)
+            .origin(origin_at(port))
+            .origin_gzip(gzip_origin)
+            .build()
+            .unwrap();
+        let d = Digest::of(b"whatever");
+        let r = s.fill(&d);
+        assert!(matches!(r, Err(Error::TooLarge { max, .. }) if max == 4 << 20), "gzip {gzip_origin}: {r:?}");
+        assert!(!s.contains(&d));
+        let left: Vec<_> =
+            std::fs::read_dir(disk.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != ".lock").collect();
+        assert!(left.is_empty(), "nothing left behind: {left:?}");
+    }
+}

@@ -7,7 +7,7 @@
 
 use cachefs::{Cache, Policy, RemovalCause};
 use loom::sync::atomic::{AtomicUsize, Ordering};
-use loom::sync::{Arc, Mutex};
+use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
 /// `loom::model` with room for the engine's epoch: every pin and unpin of a guard is a few modelled
@@ -226,29 +226,75 @@ fn stats_add_up() {
     });
 }
 
-/// Model 6: the lock-free part of the read path (the read buffer) racing eviction and slot reuse.
-/// A reader's record names a slot that may be freed and reused by another key before it is replayed.
+/// Model 6: a stale read record must never promote the slot's new tenant.
+///
+/// The read buffer is lossy: a writer's drain resets the cursor, and a reader that claimed a cell before
+/// the reset stores its record after it, into a cell no drain reads. That record stays there while its key
+/// is removed and its slot reused by key 3, until a later reader claims the same cell and a drain reads the
+/// cell before that reader's own store lands: the drain replays the old record against key 3. Only the
+/// generation check in `Shard::record_read` stops it promoting key 3 (which would make insert(5) evict 4,
+/// the most recent key, instead of 3, the least recent).
+///
+/// Two threads hand over at blocking points (gates), so that loom needs only two preemptions for that
+/// path: the main thread's read of key 1 preempted between claiming its cell and storing (the writer's
+/// insert(2) drains and resets in between), and the writer's read of key 4 preempted in the same place
+/// (the main thread's insert(5) drains in between). Every other interleaving must end the same way.
 #[test]
 fn reads_racing_slot_reuse() {
     model(|| {
-        let cache = lru(1);
+        let cache = lru(2);
         cache.insert(1, 10);
-        let reader = {
-            let c = cache.clone();
-            thread::spawn(move || (c.get(&1), c.get(&1)))
+        let read_done = Gate::new();
+        let reused = Gate::new();
+        let writer = {
+            let (c, read_done, reused) = (cache.clone(), read_done.clone(), reused.clone());
+            thread::spawn(move || {
+                c.insert(2, 20);
+                read_done.wait();
+                // Key 1's slot is freed (nobody is pinned now) and reused by key 3; key 4 follows, so
+                // key 3 is the least recently used.
+                c.remove(&1);
+                c.run_pending_tasks();
+                c.insert(3, 30);
+                c.insert(4, 40);
+                reused.open();
+                c.get(&4)
+            })
         };
-        // Evict key 1 (its slot is freed), then reuse that slot for key 3.
-        cache.insert(2, 20);
-        cache.insert(3, 30);
-        let (a, b) = reader.join().unwrap();
-        for got in [a, b] {
-            assert!(matches!(got, None | Some(10)), "key 1 read {got:?}");
-        }
-        cache.insert(4, 40);
+        let got = cache.get(&1);
+        assert!(matches!(got, None | Some(10)), "key 1 read {got:?}");
+        read_done.open();
+        reused.wait();
+        cache.insert(5, 50);
+        assert_eq!(writer.join().unwrap(), Some(40));
         cache.validate();
-        assert_eq!(cache.get(&4), Some(40));
-        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get(&3), None, "key 3, the least recent, is the one evicted");
+        assert_eq!(cache.get(&4), Some(40), "key 4 was evicted: a stale record promoted key 3");
+        assert_eq!(cache.get(&5), Some(50));
     });
+}
+
+/// A one-shot signal between two modelled threads: `wait` blocks (a free switch for loom, not a
+/// preemption) until `open`.
+#[derive(Clone)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn new() -> Self {
+        Gate(Arc::new((Mutex::new(false), Condvar::new())))
+    }
+
+    fn open(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut open = self.0.0.lock().unwrap();
+        while !*open {
+            open = self.0.1.wait(open).unwrap();
+        }
+    }
 }
 
 /// Model 7: a lock-free `get` racing the replacement of its key's value. The new value goes into a new

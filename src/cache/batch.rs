@@ -11,10 +11,10 @@ use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
 use super::removal::RemovalCause;
-use super::shard::Inserted;
+use super::shard::{Incoming, Inserted};
 use super::stats::Counter;
 use super::{Cache, Read};
-use crate::clock::{NEVER, deadline_after};
+use crate::clock::expiry;
 
 /// One entry of [`Cache::store_batch`].
 pub(crate) struct Stored<K, V> {
@@ -167,14 +167,11 @@ where
                     // the last entry's), so that a batch adapts exactly as the loop would.
                     self.adapt(shard);
                 }
-                let expires_at = match (e.ttl, now) {
-                    (Some(ttl), Some(now)) => deadline_after(now, ttl),
-                    _ => NEVER,
-                };
-                let (hash, key, value) = (e.hash, e.key, e.value);
+                let incoming =
+                    Incoming { key: e.key, value: e.value, hash: e.hash, weight, expires_at: expiry(e.ttl, now) };
                 let outcome = match e.restored {
-                    None => shard.insert(key, value, hash, weight, expires_at, now, out, guard),
-                    Some((f, place)) => shard.restore(key, value, hash, weight, expires_at, now, f, place, out, guard),
+                    None => shard.insert(incoming, now, out, guard),
+                    Some((f, place)) => shard.restore(incoming, now, f, place, out, guard),
                 };
                 match outcome {
                     Inserted::New => inserts += 1,
@@ -223,26 +220,28 @@ mod tests {
 
     #[test]
     fn batches_match_single_key_calls() {
+        // Smaller under Miri, which interprets every instruction (500 entries took it a minute).
+        let n: u32 = if cfg!(miri) { 60 } else { 500 };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let cache: Cache<u32, u32> = Cache::builder()
-            .max_capacity(1_000)
+            .max_capacity(2 * u64::from(n))
             .shards(8)
             .eviction_listener(move |k, v, c| sink.lock().unwrap().push((k, v, c)))
             .build();
-        cache.insert_many((0..500).map(|k| (k, k * 2)).chain([(7, 70)]));
-        assert_eq!(cache.len(), 500);
+        cache.insert_many((0..n).map(|k| (k, k * 2)).chain([(7, 70)]));
+        assert_eq!(cache.len(), u64::from(n));
         assert_eq!(cache.get(&7), Some(70), "the later pair wins");
-        let keys: Vec<u32> = (490..510).collect();
+        let keys: Vec<u32> = (n - 10..n + 10).collect();
         let refs: Vec<&u32> = keys.iter().collect();
         let got = cache.get_many(&refs);
         for (k, v) in keys.iter().zip(&got) {
-            assert_eq!(*v, (*k < 500).then_some(k * 2));
+            assert_eq!(*v, (*k < n).then_some(k * 2));
         }
         assert_eq!(cache.invalidate_many(&refs), 10);
-        assert_eq!(cache.len(), 490);
+        assert_eq!(cache.len(), u64::from(n) - 10);
         let s = cache.stats();
-        assert_eq!((s.inserts, s.updates, s.hits, s.misses), (500, 1, 11, 10));
+        assert_eq!((s.inserts, s.updates, s.hits, s.misses), (u64::from(n), 1, 11, 10));
         assert_eq!(s.removed(RemovalCause::Invalidated), 10);
         assert_eq!(seen.lock().unwrap().iter().filter(|e| e.2 == RemovalCause::Invalidated).count(), 10);
         cache.validate();

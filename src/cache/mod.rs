@@ -75,7 +75,7 @@ use crossbeam_epoch::Guard;
 const PENDING_TASKS_PATIENCE: Duration = Duration::from_millis(100);
 use smallvec::SmallVec;
 
-use crate::clock::{Clock, NEVER, deadline_after};
+use crate::clock::{Clock, NEVER, expiry};
 use crate::latency::LatencyRecorder;
 use crate::sync::{Arc, AtomicU64, Mutex, MutexGuard, Ordering::Relaxed};
 use config::{Config, LiveConfig};
@@ -83,7 +83,7 @@ use loader::{Flights, Joined};
 use policy::Adaptation;
 use read_buffer::{Pushed, ReadBuffer};
 use removal::Removals;
-use shard::{Inserted, Shard};
+use shard::{Incoming, Inserted, Shard};
 use slab::Store;
 use stats::{Counter, Counters};
 
@@ -624,11 +624,7 @@ where
         let hash = self.hash(&key);
         let locked = self.shard(hash);
         let outcome = self.write(locked, needs_clock, |shard, now, out, guard| {
-            let expires_at = match (ttl, now) {
-                (Some(ttl), Some(now)) => deadline_after(now, ttl),
-                _ => NEVER,
-            };
-            shard.insert(key, value, hash, weight, expires_at, now, out, guard)
+            shard.insert(Incoming { key, value, hash, weight, expires_at: expiry(ttl, now) }, now, out, guard)
         });
         // Handed back by the shard so that their `Drop` runs here, outside the lock.
         match outcome {
@@ -878,11 +874,8 @@ where
                 if let Some(idx) = shard.find(hash, &key, guard) {
                     return (Some(idx), None);
                 }
-                let expires_at = match (ttl, now) {
-                    (Some(ttl), Some(now)) => deadline_after(now, ttl),
-                    _ => NEVER,
-                };
-                match shard.insert(key, value, hash, weight, expires_at, now, out, guard) {
+                let incoming = Incoming { key, value, hash, weight, expires_at: expiry(ttl, now) };
+                match shard.insert(incoming, now, out, guard) {
                     Inserted::Rejected(k, v) => {
                         self.inner.counters.add(Counter::Rejection, 1);
                         (None, Some(Err((k, v))))

@@ -37,6 +37,18 @@ pub(crate) struct Hot {
     pub(crate) place: u8,
 }
 
+/// An entry on its way into a shard: what [`Shard::insert`] stores.
+#[derive(Debug)]
+pub(crate) struct Incoming<K, V> {
+    pub(crate) key: K,
+    pub(crate) value: V,
+    pub(crate) hash: u64,
+    /// What the weigher gave it.
+    pub(crate) weight: u32,
+    /// Its TTL deadline, [`NEVER`] for none.
+    pub(crate) expires_at: u64,
+}
+
 /// What [`Shard::insert`] did.
 #[derive(Debug)]
 pub(crate) enum Inserted<K, V> {
@@ -166,45 +178,34 @@ impl<K: Eq, V> Shard<K, V> {
         self.slab.mark(idx).store(READ, crate::sync::Ordering::Relaxed);
     }
 
-    /// Stores `key` → `value` (weighing `weight`, hash `hash`) with TTL deadline `expires_at` ([`NEVER`]
-    /// for none), replacing any entry with an equal key.
+    /// Stores `entry`, replacing any entry with an equal key.
     ///
     /// `now` is `Some` whenever any entry may have a deadline; the caller has already reclaimed what
     /// expired by then ([`Shard::expire`]), so capacity evictions only ever take live entries.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn insert(
         &mut self,
-        key: K,
-        value: V,
-        hash: u64,
-        weight: u32,
-        expires_at: u64,
+        entry: Incoming<K, V>,
         now: Option<u64>,
         out: &mut Removals,
         guard: &Guard,
     ) -> Inserted<K, V> {
-        self.place(key, value, hash, weight, expires_at, now, out, guard).1
+        self.place(entry, now, out, guard).1
     }
 
     /// [`insert`](Self::insert) for an entry restored from a snapshot, which was used about `frequency`
     /// times in the cache that saved it and sat at `place` in its policy ([`Hot`]): the policy takes that
     /// in (W-TinyLFU before admission, LFU after).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn restore(
         &mut self,
-        key: K,
-        value: V,
-        hash: u64,
-        weight: u32,
-        expires_at: u64,
+        entry: Incoming<K, V>,
         now: Option<u64>,
         frequency: u8,
         place: u8,
         out: &mut Removals,
         guard: &Guard,
     ) -> Inserted<K, V> {
-        self.policy.expect_restored(hash, frequency, place);
-        let (idx, outcome) = self.place(key, value, hash, weight, expires_at, now, out, guard);
+        self.policy.expect_restored(entry.hash, frequency, place);
+        let (idx, outcome) = self.place(entry, now, out, guard);
         self.policy.restored();
         // Only LFU acts on this, and LFU never evicts the entry being stored (it makes room first).
         if let Some(idx) = idx
@@ -217,18 +218,14 @@ impl<K: Eq, V> Shard<K, V> {
 
     /// Stores the entry (see [`insert`](Self::insert)); also returns the slot it went into (`None` when
     /// refused).
-    #[allow(clippy::too_many_arguments)]
     fn place(
         &mut self,
-        key: K,
-        value: V,
-        hash: u64,
-        weight: u32,
-        expires_at: u64,
+        entry: Incoming<K, V>,
         now: Option<u64>,
         out: &mut Removals,
         guard: &Guard,
     ) -> (Option<u32>, Inserted<K, V>) {
+        let Incoming { key, value, hash, weight, expires_at } = entry;
         let existing = self.slab.find(hash, &key, guard);
         if u64::from(weight) > self.capacity {
             if let Some(idx) = existing {
@@ -485,7 +482,7 @@ mod tests {
         if let Some(now) = now {
             s.expire(now, &mut out, &guard);
         }
-        s.insert(k, k * 10, hash(k), w, expires_at, now, &mut out, &guard);
+        s.insert(Incoming { key: k, value: k * 10, hash: hash(k), weight: w, expires_at }, now, &mut out, &guard);
         s.validate(&guard);
         out
     }
@@ -504,8 +501,11 @@ mod tests {
         s.record_read(idx, s.slab.generation(idx));
         let out = put(&mut s, 3, 1, NEVER, None);
         assert_eq!(keys(&s, &out), vec![(1, RemovalCause::Capacity)]);
-        // A stale record (old generation) is ignored.
-        s.record_read(idx, s.slab.generation(idx).wrapping_add(1));
+        // A stale record (another generation) is ignored: key 2 stays the least recent and goes next.
+        let two = find(&s, 2).unwrap();
+        s.record_read(two, s.slab.generation(two).wrapping_add(1));
+        let out = put(&mut s, 4, 1, NEVER, None);
+        assert_eq!(keys(&s, &out), vec![(2, RemovalCause::Capacity)]);
         s.validate(&crossbeam_epoch::pin());
     }
 
@@ -538,7 +538,12 @@ mod tests {
         put(&mut s, 1, 1, NEVER, None);
         let guard = crossbeam_epoch::pin();
         let mut out = Removals::new();
-        let r = s.insert(1, 99, hash(1), 5, NEVER, None, &mut out, &guard);
+        let r = s.insert(
+            Incoming { key: 1, value: 99, hash: hash(1), weight: 5, expires_at: NEVER },
+            None,
+            &mut out,
+            &guard,
+        );
         assert!(matches!(r, Inserted::Rejected(1, 99)));
         assert_eq!(out.len(), 1, "the old value is not kept");
         assert_eq!(s.len(), 0);

@@ -62,6 +62,7 @@ mod path;
 mod read;
 mod stats;
 mod warm;
+mod workers;
 mod write;
 mod write_back;
 

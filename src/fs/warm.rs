@@ -19,6 +19,7 @@ use crate::sync::Mutex;
 use super::path::{Glob, checked, checked_dir};
 use super::read::Opened;
 use super::stats::Count;
+use super::workers::run_on_threads;
 use super::{CacheFs, Error, Inner};
 
 /// How a warm competes with what is already cached.
@@ -230,34 +231,30 @@ impl Inner {
         let errors = Mutex::new(Vec::new());
         let pinned = Mutex::new(Vec::new());
         let workers = options.workers.max(1).min(paths.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    while !stop.load(Relaxed) && !tracker.cancelled.load(Relaxed) {
-                        let Some(p) = paths.get(next.fetch_add(1, Relaxed)) else { break };
-                        match self.warm_one(p, options.priority, &pinned) {
-                            Ok(Some(bytes)) => {
-                                tracker.files.fetch_add(1, Relaxed);
-                                tracker.bytes.fetch_add(bytes, Relaxed);
-                                self.counters.add(Count::Warmed, 1);
-                            }
-                            Ok(None) => {
-                                tracker.skipped.fetch_add(1, Relaxed);
-                                self.counters.add(Count::WarmSkipped, 1);
-                            }
-                            Err(e) => {
-                                tracker.errors.fetch_add(1, Relaxed);
-                                if !options.skip_errors {
-                                    stop.store(true, Relaxed);
-                                }
-                                errors.lock().push((p.clone(), e));
-                            }
-                        }
-                        if let Some(progress) = &options.progress {
-                            progress(&tracker.snapshot());
-                        }
+        run_on_threads(workers, &|| {
+            while !stop.load(Relaxed) && !tracker.cancelled.load(Relaxed) {
+                let Some(p) = paths.get(next.fetch_add(1, Relaxed)) else { break };
+                match self.warm_one(p, options.priority, &pinned) {
+                    Ok(Some(bytes)) => {
+                        tracker.files.fetch_add(1, Relaxed);
+                        tracker.bytes.fetch_add(bytes, Relaxed);
+                        self.counters.add(Count::Warmed, 1);
                     }
-                });
+                    Ok(None) => {
+                        tracker.skipped.fetch_add(1, Relaxed);
+                        self.counters.add(Count::WarmSkipped, 1);
+                    }
+                    Err(e) => {
+                        tracker.errors.fetch_add(1, Relaxed);
+                        if !options.skip_errors {
+                            stop.store(true, Relaxed);
+                        }
+                        errors.lock().push((p.clone(), e));
+                    }
+                }
+                if let Some(progress) = &options.progress {
+                    progress(&tracker.snapshot());
+                }
             }
         });
         for key in pinned.into_inner() {

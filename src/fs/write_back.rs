@@ -35,6 +35,7 @@ use super::claims::Claims;
 use super::error::{Error, FlushFailure};
 use super::locks::{Dirty, PathLocks, Slot};
 use super::stats::{Count, Counters};
+use super::workers::run_on_threads;
 use crate::sync::{Condvar, Mutex};
 
 /// What the ledger mutex guards.
@@ -305,11 +306,7 @@ impl WriteBack {
         if workers <= 1 {
             work();
         } else {
-            std::thread::scope(|s| {
-                for _ in 0..workers {
-                    s.spawn(work);
-                }
-            });
+            run_on_threads(workers, &work);
         }
         results.into_inner()
     }

@@ -29,6 +29,8 @@ pub(crate) struct Shards {
     layout: Layout,
     files: Vec<ShardFile>,
     nonce: u64,
+    /// The writer's lock (writers only), held for its `Drop`: released when the shards go.
+    _lock: Option<WriterLock>,
 }
 
 impl ShardFile {
@@ -70,22 +72,43 @@ fn read_header_page(file: &File, path: &Path) -> Result<Vec<u8>, Error> {
     Ok(page)
 }
 
-/// Takes the writer's exclusive advisory lock on shard 0 (`flock`, released when the file is closed,
-/// including by a crash). Fails with `Locked` if another open file description holds it, in this
-/// process or another.
-fn lock_exclusive(file: &File, path: &Path) -> Result<(), Error> {
-    loop {
-        // SAFETY: `flock` on a valid, open descriptor owned by `file`; it touches no memory.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r == 0 {
-            return Ok(());
+/// The writer's exclusive advisory lock on shard 0 (`flock`), held on a descriptor of its own and
+/// released when this is dropped (or by a crash: the kernel drops it with the process).
+///
+/// Released explicitly (`LOCK_UN`), not left to the files' close: a child process that another thread is
+/// spawning holds a copy of every descriptor until it execs (they are close-on-exec), the lock lives as
+/// long as any copy of its open file description does, and a writer reopened right after a close found
+/// the ring `Locked`.
+#[derive(Debug)]
+struct WriterLock(File);
+
+impl WriterLock {
+    /// Takes the lock on `file`'s open file description. Fails with `Locked` if another description holds
+    /// it, in this process or another.
+    fn take(file: &File, path: &Path) -> Result<WriterLock, Error> {
+        let file = file.try_clone().map_err(|e| Error::io(path, e))?;
+        loop {
+            // SAFETY: `flock` on a valid, open descriptor owned by `file`; it touches no memory.
+            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r == 0 {
+                return Ok(WriterLock(file));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => return Err(Error::Locked { path: path.to_path_buf() }),
+                _ => return Err(Error::io(path, e)),
+            }
         }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) => return Err(Error::Locked { path: path.to_path_buf() }),
-            _ => return Err(Error::io(path, e)),
-        }
+    }
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        // SAFETY: `flock` on the valid descriptor this owns; it touches no memory. Unlocking a description
+        // releases the lock for every copy of it. Nothing to do on failure: the close that follows
+        // releases it too, once no copy is left.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
@@ -139,7 +162,7 @@ impl Shards {
     pub(crate) fn open_writer(base: &Path, layout: Layout) -> Result<Shards, Error> {
         let existed = base.exists();
         let file = open_file(base, true, true)?;
-        lock_exclusive(&file, base)?;
+        let lock = WriterLock::take(&file, base)?;
         let len = len_of(&file, base)?;
         let page = read_header_page(&file, base)?;
         let created = |result: Result<Shards, Error>| {
@@ -150,7 +173,7 @@ impl Shards {
             }
             result
         };
-        match ShardHeader::decode(&page) {
+        let shards = match ShardHeader::decode(&page) {
             // An unfinished creation (`create` marks shard 0 first): start it again.
             Ok(h) if h.shards == CREATING => created(Shards::create(base, file, layout)),
             Ok(h) => {
@@ -167,7 +190,8 @@ impl Shards {
             // somebody else's file: refused, never overwritten.
             Err(_) if len == 0 => created(Shards::create(base, file, layout)),
             Err(problem) => Err(problem.into_error(base)),
-        }
+        };
+        shards.map(|shards| Shards { _lock: Some(lock), ..shards })
     }
 
     /// Opens the existing ring at `base` read-only; its geometry comes from its header.
@@ -218,7 +242,7 @@ impl Shards {
             files.push(ShardFile { path, file });
         }
         drop(file0);
-        Ok(Shards { layout, files, nonce: h.nonce })
+        Ok(Shards { layout, files, nonce: h.nonce, _lock: None })
     }
 
     /// Creates every shard file of a new ring. Shard 0 (`file0`, locked, empty or marked as being
@@ -277,7 +301,7 @@ impl Shards {
             sync_dir(base)
         })();
         match result {
-            Ok(()) => Ok(Shards { layout, files, nonce }),
+            Ok(()) => Ok(Shards { layout, files, nonce, _lock: None }),
             Err(e) => {
                 for path in &created {
                     let _ = std::fs::remove_file(path);
