@@ -1,7 +1,8 @@
 //! Ring record frames and headers: a ring written with known records, then damaged (bytes patched
 //! anywhere in its files, which may be cut short), and reopened read-only in either I/O mode. Opening
 //! gives a ring or a typed error; every read gives the record that was written under that id, or
-//! `NotFound`, or `Corrupt`: never a panic, never another payload.
+//! `NotFound`, or `Corrupt`, or `TooFarAhead` (a damaged header may say an earlier latest id): never a
+//! panic, never another payload.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -74,12 +75,16 @@ fuzz_target!(|input: Input| {
                 assert_eq!(r.id(), id);
                 assert_eq!(&*r, payload(id).as_slice(), "id {id}: a payload that was not written under it");
             }
-            Err(Error::NotFound { .. } | Error::Corrupt { .. } | Error::ReservedId { .. }) => {}
+            Err(
+                Error::NotFound { .. } | Error::Corrupt { .. } | Error::ReservedId { .. } | Error::TooFarAhead { .. },
+            ) => {}
             Err(e) => panic!("id {id}: unexpected error {e}"),
         }
         match ring.read(id, &mut out) {
             Ok(n) => assert_eq!(&out[..n], payload(id).as_slice(), "read {id}"),
-            Err(Error::NotFound { .. } | Error::Corrupt { .. } | Error::ReservedId { .. }) => {}
+            Err(
+                Error::NotFound { .. } | Error::Corrupt { .. } | Error::ReservedId { .. } | Error::TooFarAhead { .. },
+            ) => {}
             Err(e) => panic!("read {id}: unexpected error {e}"),
         }
     }

@@ -34,4 +34,23 @@ mod tests {
         let r = std::panic::catch_unwind(|| run_on_threads(2, &|| panic!("worker failed")));
         assert!(r.is_err());
     }
+
+    /// Failed before the workers were joined: the scope returned while the threads were still running
+    /// their thread-local destructors.
+    #[test]
+    fn every_thread_has_exited_when_it_returns() {
+        static EXITED: AtomicUsize = AtomicUsize::new(0);
+        struct OnExit;
+        impl Drop for OnExit {
+            fn drop(&mut self) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                EXITED.fetch_add(1, Relaxed);
+            }
+        }
+        thread_local! {
+            static EXIT: std::cell::RefCell<Option<OnExit>> = const { std::cell::RefCell::new(None) };
+        }
+        run_on_threads(2, &|| EXIT.with(|e| *e.borrow_mut() = Some(OnExit)));
+        assert_eq!(EXITED.load(Relaxed), 2, "a worker was still running its thread-local destructors");
+    }
 }
