@@ -919,28 +919,18 @@ fn snapshots_from_long_ago_and_from_the_future() {
 // ---- frequency ----------------------------------------------------------------------------------------
 
 /// W-TinyLFU's frequencies come back: a restored hot set, read 10 times each, survives a scan of keys
-/// read 3 times each; the same keys inserted once (no frequency) do not.
+/// read 3 times each as well as it does in the cache that was never restarted; the same keys inserted
+/// once (no frequency) do not.
+///
+/// Every cache hashes with its own random seed, and one seed alone moves how many hot keys survive by up
+/// to ten (the never-restarted cache keeps 89 to 100 of them over 2,000 seeds; a CI run once compared a
+/// lucky 100 with an unlucky 93). So the claim is checked on the mean of `TRIALS` seeds, where the two
+/// means sit within a point of each other (97.1 and 96.9 over 2,000 seeds) and the control's is 58.
 #[test]
 fn restored_frequencies_defend_the_hot_set() {
+    const TRIALS: usize = 24;
     let build =
         || -> Cache<u64, String> { Cache::builder().max_capacity(200).shards(1).policy(Policy::Hybrid).build() };
-    let old = build();
-    for _ in 0..10 {
-        for k in 0..100u64 {
-            if old.get(&k).is_none() {
-                old.insert(k, k.to_string());
-            }
-        }
-    }
-    old.insert(999_999, String::new());
-    old.run_pending_tasks();
-    let (bytes, _) = save_u(&old);
-    let restored = build();
-    restored.load_snapshot(bytes.as_slice()).unwrap();
-    let control = build();
-    for k in 0..100u64 {
-        control.insert(k, k.to_string());
-    }
     let scan = |c: &Cache<u64, String>| {
         for k in 10_000..10_400u64 {
             for _ in 0..3 {
@@ -952,11 +942,36 @@ fn restored_frequencies_defend_the_hot_set() {
         c.run_pending_tasks();
         (0..100u64).filter(|k| c.contains_key(k)).count()
     };
-    let kept_old = scan(&old);
-    let kept = scan(&restored);
-    let kept_control = scan(&control);
-    assert!(kept >= 90 && kept + 5 >= kept_old, "restored kept {kept} of 100 (never restarted {kept_old})");
-    assert!(kept_control < kept, "the scan has teeth: without frequencies {kept_control} kept");
+    let (mut kept_old, mut kept, mut kept_control) = (0, 0, 0);
+    for _ in 0..TRIALS {
+        let old = build();
+        for _ in 0..10 {
+            for k in 0..100u64 {
+                if old.get(&k).is_none() {
+                    old.insert(k, k.to_string());
+                }
+            }
+        }
+        old.insert(999_999, String::new());
+        old.run_pending_tasks();
+        let (bytes, _) = save_u(&old);
+        let restored = build();
+        restored.load_snapshot(bytes.as_slice()).unwrap();
+        let control = build();
+        for k in 0..100u64 {
+            control.insert(k, k.to_string());
+        }
+        kept_old += scan(&old);
+        kept += scan(&restored);
+        kept_control += scan(&control);
+    }
+    let mean = |n: usize| n as f64 / TRIALS as f64;
+    let (old, restored, control) = (mean(kept_old), mean(kept), mean(kept_control));
+    assert!(
+        restored >= 90.0 && restored + 3.0 >= old,
+        "restored kept {restored:.1} of 100 on average (never restarted {old:.1})"
+    );
+    assert!(control + 15.0 < restored, "the scan has teeth: without frequencies {control:.1} kept");
 }
 
 /// LFU's counts come back: into a smaller LFU cache go the most frequently read keys, whatever their
