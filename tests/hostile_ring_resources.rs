@@ -2,6 +2,7 @@
 //! (a small tmpfs), the memory of a cold 2 GiB mapped ring, and `cachefs ring inspect`.
 #![cfg(feature = "ring")]
 
+mod common;
 mod hostile_ring_util;
 
 use std::path::{Path, PathBuf};
@@ -252,8 +253,7 @@ fn cli() -> PathBuf {
         .get_or_init(|| {
             let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
             let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let ok = Command::new(cargo).args(["build", "-q", "-p", "cli"]).current_dir(&root).status().unwrap();
+            let ok = common::cargo().args(["build", "-q", "-p", "cli"]).current_dir(&root).status().unwrap();
             assert!(ok.success(), "building the cachefs CLI failed");
             target.join("debug/cachefs")
         })

@@ -1,6 +1,7 @@
 //! Hostile tests of `cachefs fetch` (the CLI over `cachefs::tier`), from its `--help` and the README only.
 #![cfg(all(feature = "tier", feature = "redis"))]
 
+mod common;
 mod hostile_tier_common;
 
 use std::path::{Path, PathBuf};
@@ -17,8 +18,7 @@ fn cachefs() -> PathBuf {
         .get_or_init(|| {
             let exe = std::env::current_exe().unwrap();
             let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut c = Command::new(cargo);
+            let mut c = common::cargo();
             c.args(["build", "-q", "-p", "cli"]);
             if dir.ends_with("release") {
                 c.arg("--release");

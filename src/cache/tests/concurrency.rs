@@ -116,10 +116,12 @@ fn a_listener_may_call_back_into_the_cache() {
         })
         .build();
     cell.set(cache.clone()).unwrap();
-    for k in 0..100 {
+    // Fewer under Miri, where each insert that evicts takes most of a second (100 took it 88 s).
+    let n = if cfg!(miri) { 24 } else { 100 };
+    for k in 0..n {
         cache.insert(k, k);
     }
-    assert!(seen.load(Ordering::SeqCst) >= 92);
+    assert!(seen.load(Ordering::SeqCst) >= n as usize - 8);
     cache.validate();
     check_stats(&cache);
 }
