@@ -5,6 +5,7 @@
 mod ring_common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cachefs::ring::{Compression, Error, Geometry, IoMode, ReadBatch, ReadOptions, RingBuffer, RingOptions};
@@ -369,9 +370,15 @@ fn wait_for_wakes_a_consumer_in_this_process_and_in_a_read_only_handle() {
         assert!(!ring.wait_for(0, Duration::from_millis(5)).unwrap(), "nothing written: times out");
         let reader =
             Arc::new(RingBuffer::open_read_only(&path, ReadOptions { mode, ..ReadOptions::default() }).unwrap());
+        // How many records each consumer has read: the writer stays less than the ring's 64 records
+        // ahead of the slower one, so that a consumer slowed by load never finds its record overwritten
+        // (the ring's design); it still runs ahead, so consumers do wait for records.
+        let progress: Arc<[AtomicU64; 2]> = Arc::default();
         let consumers: Vec<_> = [ring.clone(), reader]
             .into_iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(c, r)| {
+                let progress = progress.clone();
                 std::thread::spawn(move || {
                     let mut seen = Vec::new();
                     let mut buf = Vec::new();
@@ -379,12 +386,18 @@ fn wait_for_wakes_a_consumer_in_this_process_and_in_a_read_only_handle() {
                         assert!(r.wait_for(id, Duration::from_secs(30)).unwrap(), "{id} never came");
                         r.read(id, &mut buf).unwrap();
                         seen.push(u64::from_le_bytes(buf[..8].try_into().unwrap()));
+                        progress[c].store(id + 1, Ordering::Release);
                     }
                     seen
                 })
             })
             .collect();
         for id in 0..200u64 {
+            let started = Instant::now();
+            while progress.iter().any(|p| p.load(Ordering::Acquire) + 48 <= id) {
+                assert!(started.elapsed() < Duration::from_secs(30), "a consumer stopped before {id}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
             ring.write(id, &id.to_le_bytes()).unwrap();
             if id % 50 == 0 {
                 std::thread::sleep(Duration::from_millis(2));
