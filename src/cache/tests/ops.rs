@@ -386,7 +386,9 @@ fn every_key_and_value_is_dropped_exactly_once() {
             LIVE.fetch_sub(1, SeqCst);
         }
     }
-    let n = if cfg!(miri) { 40 } else { 2_000 };
+    // Under Miri (about 0.1 s a write) 24 steps: still past the capacity of 16, with removals,
+    // invalidations and the rejected heavy key 0.
+    let n = if cfg!(miri) { 24 } else { 2_000 };
     for policy in POLICIES {
         {
             let cache: Cache<Counted, std::sync::Arc<Counted>> = Cache::builder()
