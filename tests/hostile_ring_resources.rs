@@ -246,20 +246,6 @@ fn child_cold_large_ring_memory() {
 
 // ---- CLI ----
 
-/// The `cachefs` binary, built (debug, sharing the workspace's artefacts) if missing or stale.
-fn cli() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-            let ok = common::cargo().args(["build", "-q", "-p", "cli"]).current_dir(&root).status().unwrap();
-            assert!(ok.success(), "building the cachefs CLI failed");
-            target.join("debug/cachefs")
-        })
-        .clone()
-}
-
 struct Run {
     code: Option<i32>,
     stdout: String,
@@ -267,7 +253,7 @@ struct Run {
 }
 
 fn inspect(path: &Path, mode: Option<&str>) -> Run {
-    let mut cmd = Command::new(cli());
+    let mut cmd = Command::new(common::cli_binary());
     cmd.args(["ring", "inspect"]);
     if let Some(m) = mode {
         cmd.args(["--mode", m]);

@@ -4,34 +4,16 @@
 mod common;
 mod hostile_tier_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use cachefs::tier::{Digest, TieredStore};
 use hostile_tier_common::*;
 
-/// The `cachefs` binary of this test's profile, built once per run (so it is never stale).
-fn cachefs() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-            let mut c = common::cargo();
-            c.args(["build", "-q", "-p", "cli"]);
-            if dir.ends_with("release") {
-                c.arg("--release");
-            }
-            assert!(c.status().unwrap().success(), "building the cachefs CLI failed");
-            dir.join("cachefs")
-        })
-        .clone()
-}
-
 fn fetch(args: &[&str]) -> (Output, Duration) {
     let t = Instant::now();
-    let out = Command::new(cachefs()).arg("fetch").args(args).output().unwrap();
+    let out = Command::new(common::cli_binary()).arg("fetch").args(args).output().unwrap();
     (out, t.elapsed())
 }
 

@@ -63,18 +63,32 @@ pub fn cargo() -> Command {
     cmd
 }
 
-/// The path of an example binary of this package, built now with the test command's features, so that
-/// it reuses what `cargo test --all-features` built (with the default features it rebuilt a third of
-/// the dependencies: 50 s of the test command's time; `cargo test --all-targets` itself links examples
-/// only as test harnesses).
-pub fn example(name: &str) -> PathBuf {
+/// Builds a binary the tests run, with the selection the test command builds everything with
+/// (`--workspace --all-features`, examples among the targets so that dev-dependencies join the feature
+/// resolution as under `cargo test --workspace --all-targets`): the build then reuses every crate the
+/// test command built. Any other selection resolves features differently (`-p cli` alone, or this
+/// package alone, rebuilt cachefs and a dozen dependencies inside a test: 40 s of its time). Returns the
+/// profile's directory (`target/debug` or `target/release`, as for this test binary).
+fn build_like_the_test_command(targets: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
     let mut cmd = cargo();
-    cmd.args(["build", "--all-features", "--example", name]);
+    cmd.args(["build", "-q", "--workspace", "--all-features"]).args(targets);
     if dir.ends_with("release") {
         cmd.arg("--release");
     }
-    assert!(cmd.status().expect("run cargo").success(), "building example {name}");
-    dir.join("examples").join(name)
+    assert!(cmd.status().expect("run cargo").success(), "building {targets:?} failed");
+    dir
+}
+
+/// The path of an example binary of this package, built now (so never stale); `cargo test
+/// --all-targets` itself links examples only as test harnesses.
+pub fn example(name: &str) -> PathBuf {
+    build_like_the_test_command(&["--example", name]).join("examples").join(name)
+}
+
+/// The `cachefs` CLI binary, built once per test binary (so never stale).
+pub fn cli_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| build_like_the_test_command(&["--bin", "cachefs", "--examples"]).join("cachefs")).clone()
 }
