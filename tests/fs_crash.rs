@@ -3,6 +3,8 @@
 //! fresh `CacheFs` must find each acknowledged file complete and byte-identical (or replaced by a newer
 //! complete version the flusher wrote before the kill), and no partial file under a real name.
 
+mod kill_window;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -103,6 +105,7 @@ fn sigkill_never_loses_an_acknowledged_file_nor_leaves_a_partial_one() {
     let mut rng = Rng(nanos | 1);
     let mut acked: BTreeMap<String, u64> = BTreeMap::new();
     let (mut total_acks, mut temps_seen, started) = (0usize, 0usize, Instant::now());
+    let mut window = kill_window::KillWindow::new(20, 180);
     for kill in 0..KILLS {
         let mut child = Command::new(&exe)
             .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
@@ -112,7 +115,7 @@ fn sigkill_never_loses_an_acknowledged_file_nor_leaves_a_partial_one() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(20 + rng.next() % 180));
+        std::thread::sleep(window.delay(rng.next()));
         child.kill().unwrap(); // SIGKILL
         let mut output = Vec::new();
         child.stdout.take().unwrap().read_to_end(&mut output).unwrap();
@@ -120,11 +123,13 @@ fn sigkill_never_loses_an_acknowledged_file_nor_leaves_a_partial_one() {
         assert!(!status.success(), "the child ran to completion instead of being killed");
         let text = String::from_utf8_lossy(&output);
         let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let acks_before = total_acks;
         for line in complete.lines().filter_map(|l| l.strip_prefix("ACK ")) {
             let (path, version) = line.split_once(' ').unwrap();
             acked.insert(path.to_string(), version.parse().unwrap());
             total_acks += 1;
         }
+        window.after_kill(total_acks - acks_before);
 
         // Every file under a real name is a complete version; temporaries are the only partial files.
         let mut files = Vec::new();
@@ -156,8 +161,9 @@ fn sigkill_never_loses_an_acknowledged_file_nor_leaves_a_partial_one() {
     }
     assert!(total_acks > KILLS, "the children acknowledged too little to prove anything: {total_acks}");
     eprintln!(
-        "{KILLS} kills, {total_acks} acknowledged writes, {} paths, {temps_seen} interrupted temporaries, {:.1} s",
+        "{KILLS} kills, {total_acks} acknowledged writes, {} paths, {temps_seen} interrupted temporaries, kill window {} ms, {:.1} s",
         acked.len(),
+        window.span_ms(),
         started.elapsed().as_secs_f64()
     );
 }

@@ -8,6 +8,8 @@
 //!   by `write` and by a streamed writer, flushes: no leftover temporary blocks later writes;
 //! - temporaries are never listed.
 
+mod kill_window;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -159,6 +161,7 @@ fn holds_kill9_during_write_back() {
     // path -> acknowledged version (None: acknowledged missing)
     let mut state: BTreeMap<String, Option<u64>> = BTreeMap::new();
     let (mut acks, mut temps) = (0usize, 0usize);
+    let mut window = kill_window::KillWindow::new(30, 250);
     for kill in 0..25u64 {
         let mut child = Command::new(&exe)
             .args(["hostile_crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
@@ -168,13 +171,14 @@ fn holds_kill9_during_write_back() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(30 + rng.next() % 250));
+        std::thread::sleep(window.delay(rng.next()));
         child.kill().unwrap();
         let mut output = Vec::new();
         child.stdout.take().unwrap().read_to_end(&mut output).unwrap();
         assert!(!child.wait().unwrap().success(), "the child finished instead of being killed");
         let text = String::from_utf8_lossy(&output);
         let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let acks_before = acks;
         // Apply acknowledged rounds; remember the paths of the round in flight.
         let mut pending: Vec<(String, Option<u64>, Option<String>)> = Vec::new();
         let mut in_flight: Vec<String> = Vec::new();
@@ -205,6 +209,7 @@ fn holds_kill9_during_write_back() {
                 }
             }
         }
+        window.after_kill(acks - acks_before);
         // Every real name holds a complete version.
         let mut files = Vec::new();
         walk(dir.path(), &mut files);
@@ -261,5 +266,5 @@ fn holds_kill9_during_write_back() {
         fs.close().unwrap();
     }
     assert!(acks > 25, "too few acknowledged rounds to prove anything: {acks}");
-    eprintln!("25 kills, {acks} acknowledged rounds, {temps} temporaries seen");
+    eprintln!("25 kills, {acks} acknowledged rounds, {temps} temporaries seen, kill window {} ms", window.span_ms());
 }

@@ -6,6 +6,7 @@
 #![cfg(feature = "ring")]
 
 mod hostile_ring_util;
+mod kill_window;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -71,6 +72,7 @@ fn holds_sigkill_never_loses_a_flushed_record() {
     let mut long_lived: Option<RingBuffer> = None;
     let (mut acks, mut unflushed_served, mut torn, mut sacrificed_lost, started) =
         (0u64, 0u64, 0u64, 0u64, Instant::now());
+    let mut window = kill_window::KillWindow::new(5, 150);
     for generation in 1..=50u64 {
         let mut child = Command::new(&exe)
             .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
@@ -80,7 +82,7 @@ fn holds_sigkill_never_loses_a_flushed_record() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(5 + rng.below(150)));
+        std::thread::sleep(window.delay(rng.next()));
         child.kill().unwrap();
         let mut text = String::new();
         child.stdout.take().unwrap().read_to_string(&mut text).unwrap();
@@ -91,6 +93,7 @@ fn holds_sigkill_never_loses_a_flushed_record() {
         assert!(!err.contains("panicked"), "generation {generation}: the child panicked:\n{err}");
         let complete = text.rfind('\n').map_or("", |e| &text[..e]);
         let mut start = None;
+        let acks_before = acks;
         for line in complete.lines() {
             let line = line.trim_start_matches("test crash_child ... ");
             if let Some(s) = line.strip_prefix("S ") {
@@ -104,6 +107,7 @@ fn holds_sigkill_never_loses_a_flushed_record() {
                 acks += 1;
             }
         }
+        window.after_kill((acks - acks_before) as usize);
         // forget ids more than two laps old
         if let Some(&max) = flushed.keys().next_back() {
             flushed = flushed.split_off(&max.saturating_sub(RECORDS * 2));
@@ -163,8 +167,9 @@ fn holds_sigkill_never_loses_a_flushed_record() {
         ring.close().unwrap();
     }
     eprintln!(
-        "50 kills, {acks} flushes acknowledged, {} flushed ids tracked, {unflushed_served} unflushed records served, {torn} torn refused, {sacrificed_lost} records overwritten by a write the kill cut short, {:.1} s",
+        "50 kills, {acks} flushes acknowledged, {} flushed ids tracked, {unflushed_served} unflushed records served, {torn} torn refused, {sacrificed_lost} records overwritten by a write the kill cut short, kill window {} ms, {:.1} s",
         flushed.len(),
+        window.span_ms(),
         started.elapsed().as_secs_f64()
     );
     assert!(acks > 50, "too few flushes to prove anything");

@@ -5,12 +5,13 @@
 //! the oldest, whose slot a write cut short by the kill may have been replacing; nothing is corrupt.
 #![cfg(feature = "ring")]
 
+mod kill_window;
 mod ring_common;
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cachefs::ring::{Error, IoMode, RingBuffer};
 use ring_common::{Rng, len_for, options, payload, time_seed};
@@ -57,6 +58,7 @@ fn sigkill_loop(mode: IoMode) {
     let mut rng = Rng(seed);
     let (mut flushed, mut flushes, mut checked, mut cut_oldest, started) =
         (None::<u64>, 0usize, 0u64, 0, Instant::now());
+    let mut window = kill_window::KillWindow::new(10, 70);
     for kill in 0..KILLS {
         let mut child = Command::new(&exe)
             .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
@@ -66,19 +68,21 @@ fn sigkill_loop(mode: IoMode) {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(10 + rng.below(70)));
+        std::thread::sleep(window.delay(rng.next()));
         child.kill().unwrap(); // SIGKILL
         let mut output = Vec::new();
         child.stdout.take().unwrap().read_to_end(&mut output).unwrap();
         assert!(!child.wait().unwrap().success(), "the child ran to completion instead of being killed");
         let text = String::from_utf8_lossy(&output);
         let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let flushes_before = flushes;
         for line in complete.lines().filter_map(|l| l.strip_prefix("FLUSHED ")) {
             let id: u64 = line.parse().unwrap();
             assert!(flushed.is_none_or(|f| id > f), "flushed ids increase");
             flushed = Some(id);
             flushes += 1;
         }
+        window.after_kill(flushes - flushes_before);
 
         // Reopen, in the other mode every other time, and check the ring against what was acknowledged.
         let reopen_mode = if kill % 2 == 0 { mode } else { [IoMode::Pread, IoMode::Mmap][mode as usize] };
@@ -108,7 +112,9 @@ fn sigkill_loop(mode: IoMode) {
     assert!(flushes > KILLS, "the children flushed too little to prove anything: {flushes}");
     eprintln!(
         "{mode:?}: {KILLS} kills, {flushes} flushes acknowledged, last flushed id {flushed:?}, {checked} records \
-         checked byte for byte, oldest record cut by an interrupted write {cut_oldest} times, 0 corrupt, {:.1} s",
+         checked byte for byte, oldest record cut by an interrupted write {cut_oldest} times, 0 corrupt, kill \
+         window {} ms, {:.1} s",
+        window.span_ms(),
         started.elapsed().as_secs_f64()
     );
 }

@@ -5,6 +5,7 @@
 //! its name, no temporary may survive the reopen, and no blob in Redis may be visible unless complete.
 #![cfg(feature = "tier")]
 
+mod kill_window;
 mod tier_support;
 
 #[cfg(feature = "tier")]
@@ -12,7 +13,7 @@ mod crash {
     use std::io::Read;
     use std::path::Path;
     use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant, SystemTime};
+    use std::time::{Instant, SystemTime};
 
     use cachefs::tier::{Digest, DirOrigin, TieredStore};
 
@@ -84,6 +85,7 @@ mod crash {
         let mut rng = nanos | 1;
         let (mut filled, mut temps_removed, started) = (std::collections::BTreeSet::new(), 0usize, Instant::now());
         let mut fills = 0usize;
+        let mut window = super::kill_window::KillWindow::new(30, 150);
         for kill in 0..KILLS {
             let mut cmd = Command::new(&exe);
             cmd.args(["crash::tier_crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
@@ -97,7 +99,7 @@ mod crash {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            std::thread::sleep(Duration::from_millis(30 + rng % 150));
+            std::thread::sleep(window.delay(rng));
             child.kill().unwrap(); // SIGKILL
             let mut output = Vec::new();
             child.stdout.take().unwrap().read_to_end(&mut output).unwrap();
@@ -105,10 +107,12 @@ mod crash {
             let text = String::from_utf8_lossy(&output);
             let complete = text.rfind('\n').map_or("", |end| &text[..end]);
             // libtest prints "test <name> ... " before the child's first line of output.
+            let before = fills;
             for d in complete.lines().filter_map(|l| l.split_once("FILLED ").map(|(_, d)| d)) {
                 filled.insert(d.to_string());
                 fills += 1;
             }
+            window.after_kill(fills - before);
 
             // Every file under a blob's name is complete and correct.
             for (name, content) in blob_files(disk.path()) {
@@ -161,8 +165,9 @@ mod crash {
             eprintln!("{present} blobs complete in Redis");
         }
         eprintln!(
-            "{KILLS} kills, {fills} fills ({} distinct blobs), {temps_removed} interrupted temporaries, {:.1} s",
+            "{KILLS} kills, {fills} fills ({} distinct blobs), {temps_removed} interrupted temporaries, kill window {} ms, {:.1} s",
             filled.len(),
+            window.span_ms(),
             started.elapsed().as_secs_f64()
         );
     }
