@@ -46,3 +46,20 @@ impl KillWindow {
         self.span_ms
     }
 }
+
+#[test]
+fn kill_window_widens_to_its_bound_and_narrows_to_its_start() {
+    let mut w = KillWindow::new(10, 100);
+    assert_eq!(w.delay(u64::MAX), Duration::from_millis(10 + u64::MAX % 100));
+    for _ in 0..10 {
+        w.after_kill(0);
+    }
+    assert_eq!(w.span_ms(), MAX_SPAN_MS);
+    assert!(w.delay(u64::MAX) < Duration::from_millis(10 + MAX_SPAN_MS));
+    w.after_kill(FAR); // some progress, not far: unchanged
+    assert_eq!(w.span_ms(), MAX_SPAN_MS);
+    for _ in 0..10 {
+        w.after_kill(FAR + 1);
+    }
+    assert_eq!(w.span_ms(), 100);
+}
